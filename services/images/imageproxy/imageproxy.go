@@ -1,0 +1,93 @@
+// Package imageproxy implements images.Store over the berth.images.v1.Images
+// gRPC API, so that a client uses berthd's images as it would a local store.
+package imageproxy
+
+import (
+	"context"
+
+	"google.golang.org/protobuf/types/known/fieldmaskpb"
+
+	"github.com/berth-engine/berth/internal/errdefs"
+	"github.com/berth-engine/berth/internal/protoconv"
+	imagesv1 "github.com/berth-engine/berth/proto/images/v1"
+	"github.com/berth-engine/berth/services/images"
+)
+
+type store struct {
+	client imagesv1.ImagesClient
+}
+
+// NewStore returns an images.Store that calls client. The namespace travels
+// in the context (namespaces.WithNamespace).
+func NewStore(client imagesv1.ImagesClient) images.Store {
+	return &store{client: client}
+}
+
+func (s *store) Get(ctx context.Context, name string) (images.Image, error) {
+	resp, err := s.client.Get(ctx, &imagesv1.GetImageRequest{Name: name})
+	if err != nil {
+		return images.Image{}, errdefs.FromGRPC(err)
+	}
+	return imageFromProto(resp.GetImage()), nil
+}
+
+func (s *store) List(ctx context.Context, filters ...string) ([]images.Image, error) {
+	resp, err := s.client.List(ctx, &imagesv1.ListImagesRequest{Filters: filters})
+	if err != nil {
+		return nil, errdefs.FromGRPC(err)
+	}
+	imgs := make([]images.Image, 0, len(resp.GetImages()))
+	for _, img := range resp.GetImages() {
+		imgs = append(imgs, imageFromProto(img))
+	}
+	return imgs, nil
+}
+
+func (s *store) Create(ctx context.Context, image images.Image) (images.Image, error) {
+	resp, err := s.client.Create(ctx, &imagesv1.CreateImageRequest{Image: imageToProto(image)})
+	if err != nil {
+		return images.Image{}, errdefs.FromGRPC(err)
+	}
+	return imageFromProto(resp.GetImage()), nil
+}
+
+func (s *store) Update(ctx context.Context, image images.Image, fieldpaths ...string) (images.Image, error) {
+	req := &imagesv1.UpdateImageRequest{Image: imageToProto(image)}
+	if len(fieldpaths) > 0 {
+		req.UpdateMask = &fieldmaskpb.FieldMask{Paths: fieldpaths}
+	}
+	resp, err := s.client.Update(ctx, req)
+	if err != nil {
+		return images.Image{}, errdefs.FromGRPC(err)
+	}
+	return imageFromProto(resp.GetImage()), nil
+}
+
+func (s *store) Delete(ctx context.Context, name string, opts ...images.DeleteOpt) error {
+	var o images.DeleteOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	_, err := s.client.Delete(ctx, &imagesv1.DeleteImageRequest{Name: name, Sync: o.Synchronous})
+	return errdefs.FromGRPC(err)
+}
+
+func imageToProto(img images.Image) *imagesv1.Image {
+	return &imagesv1.Image{
+		Name:      img.Name,
+		Labels:    img.Labels,
+		Target:    protoconv.DescriptorToProto(img.Target),
+		CreatedAt: protoconv.TimestampToProto(img.CreatedAt),
+		UpdatedAt: protoconv.TimestampToProto(img.UpdatedAt),
+	}
+}
+
+func imageFromProto(img *imagesv1.Image) images.Image {
+	return images.Image{
+		Name:      img.GetName(),
+		Labels:    img.GetLabels(),
+		Target:    protoconv.DescriptorFromProto(img.GetTarget()),
+		CreatedAt: protoconv.TimestampFromProto(img.GetCreatedAt()),
+		UpdatedAt: protoconv.TimestampFromProto(img.GetUpdatedAt()),
+	}
+}

@@ -1,0 +1,104 @@
+// Package imageserver serves the berth.images.v1.Images gRPC API from an
+// images.Store.
+package imageserver
+
+import (
+	"context"
+	"fmt"
+
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/types/known/emptypb"
+
+	"github.com/berth-engine/berth/internal/errdefs"
+	"github.com/berth-engine/berth/internal/protoconv"
+	imagesv1 "github.com/berth-engine/berth/proto/images/v1"
+	"github.com/berth-engine/berth/services/images"
+)
+
+type service struct {
+	imagesv1.UnimplementedImagesServer
+	store images.Store
+}
+
+// New returns the Images service backed by store.
+func New(store images.Store) imagesv1.ImagesServer {
+	return &service{store: store}
+}
+
+// Register serves the Images service of store on s.
+func Register(s *grpc.Server, store images.Store) {
+	imagesv1.RegisterImagesServer(s, New(store))
+}
+
+func (s *service) Get(ctx context.Context, req *imagesv1.GetImageRequest) (*imagesv1.GetImageResponse, error) {
+	img, err := s.store.Get(ctx, req.GetName())
+	if err != nil {
+		return nil, errdefs.ToGRPC(err)
+	}
+	return &imagesv1.GetImageResponse{Image: imageToProto(img)}, nil
+}
+
+func (s *service) List(ctx context.Context, req *imagesv1.ListImagesRequest) (*imagesv1.ListImagesResponse, error) {
+	imgs, err := s.store.List(ctx, req.GetFilters()...)
+	if err != nil {
+		return nil, errdefs.ToGRPC(err)
+	}
+	resp := &imagesv1.ListImagesResponse{Images: make([]*imagesv1.Image, 0, len(imgs))}
+	for _, img := range imgs {
+		resp.Images = append(resp.Images, imageToProto(img))
+	}
+	return resp, nil
+}
+
+func (s *service) Create(ctx context.Context, req *imagesv1.CreateImageRequest) (*imagesv1.CreateImageResponse, error) {
+	if req.GetImage() == nil {
+		return nil, errdefs.ToGRPC(fmt.Errorf("creating an image: the request has no image: %w", errdefs.ErrInvalidArgument))
+	}
+	img, err := s.store.Create(ctx, imageFromProto(req.GetImage()))
+	if err != nil {
+		return nil, errdefs.ToGRPC(err)
+	}
+	return &imagesv1.CreateImageResponse{Image: imageToProto(img)}, nil
+}
+
+func (s *service) Update(ctx context.Context, req *imagesv1.UpdateImageRequest) (*imagesv1.UpdateImageResponse, error) {
+	if req.GetImage() == nil {
+		return nil, errdefs.ToGRPC(fmt.Errorf("updating an image: the request has no image: %w", errdefs.ErrInvalidArgument))
+	}
+	img, err := s.store.Update(ctx, imageFromProto(req.GetImage()), req.GetUpdateMask().GetPaths()...)
+	if err != nil {
+		return nil, errdefs.ToGRPC(err)
+	}
+	return &imagesv1.UpdateImageResponse{Image: imageToProto(img)}, nil
+}
+
+func (s *service) Delete(ctx context.Context, req *imagesv1.DeleteImageRequest) (*emptypb.Empty, error) {
+	var opts []images.DeleteOpt
+	if req.GetSync() {
+		opts = append(opts, images.SynchronousDelete())
+	}
+	if err := s.store.Delete(ctx, req.GetName(), opts...); err != nil {
+		return nil, errdefs.ToGRPC(err)
+	}
+	return &emptypb.Empty{}, nil
+}
+
+func imageToProto(img images.Image) *imagesv1.Image {
+	return &imagesv1.Image{
+		Name:      img.Name,
+		Labels:    img.Labels,
+		Target:    protoconv.DescriptorToProto(img.Target),
+		CreatedAt: protoconv.TimestampToProto(img.CreatedAt),
+		UpdatedAt: protoconv.TimestampToProto(img.UpdatedAt),
+	}
+}
+
+func imageFromProto(img *imagesv1.Image) images.Image {
+	return images.Image{
+		Name:      img.GetName(),
+		Labels:    img.GetLabels(),
+		Target:    protoconv.DescriptorFromProto(img.GetTarget()),
+		CreatedAt: protoconv.TimestampFromProto(img.GetCreatedAt()),
+		UpdatedAt: protoconv.TimestampFromProto(img.GetUpdatedAt()),
+	}
+}

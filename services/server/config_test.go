@@ -1,0 +1,103 @@
+package server
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/berth-engine/berth/internal/errdefs"
+)
+
+func writeConfig(t *testing.T, text string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "berthd.toml")
+	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func TestLoadConfig(t *testing.T) {
+	cfg, err := LoadConfig(writeConfig(t, `
+root = "/srv/berth"
+address = "/srv/berth.sock"
+metrics_address = "127.0.0.1:9323"
+log_level = "debug"
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Config{Root: "/srv/berth", State: "/run/berth", Address: "/srv/berth.sock", MetricsAddress: "127.0.0.1:9323", LogLevel: "debug"}
+	if cfg != want {
+		t.Fatalf("got %+v, want %+v (keys not in the file keep their defaults)", cfg, want)
+	}
+}
+
+func TestLoadConfigMissing(t *testing.T) {
+	if _, err := os.Stat(DefaultConfigPath); err == nil {
+		t.Skipf("%s exists on this machine", DefaultConfigPath)
+	}
+	cfg, err := LoadConfig(DefaultConfigPath)
+	if err != nil || cfg != DefaultConfig() {
+		t.Fatalf("missing default file: %+v, %v; want the defaults", cfg, err)
+	}
+	if cfg, err := LoadConfig(""); err != nil || cfg != DefaultConfig() {
+		t.Fatalf("no file: %+v, %v; want the defaults", cfg, err)
+	}
+	missing := filepath.Join(t.TempDir(), "nope.toml")
+	if _, err := LoadConfig(missing); !errdefs.IsNotFound(err) || !strings.Contains(err.Error(), missing) {
+		t.Fatalf("missing explicit file: %v, want a not-found naming it", err)
+	}
+}
+
+func TestLoadConfigBad(t *testing.T) {
+	for name, text := range map[string]string{
+		"unknown key": "root = \"/x\"\nmetrics_adress = \"127.0.0.1:1\"\n",
+		"wrong type":  "root = 3\n",
+		"syntax":      "root = \n",
+	} {
+		_, err := LoadConfig(writeConfig(t, text))
+		if !errdefs.IsInvalidArgument(err) {
+			t.Errorf("%s: %v, want invalid argument", name, err)
+		}
+		if name == "unknown key" && (err == nil || !strings.Contains(err.Error(), "metrics_adress")) {
+			t.Errorf("unknown key: %v does not name the key", err)
+		}
+	}
+}
+
+func TestResolve(t *testing.T) {
+	cfg, err := Config{Root: "/r", State: "/s", LogLevel: "warn"}.resolve()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Address != "/s/berthd.sock" {
+		t.Errorf("address %q, want the socket in the state folder", cfg.Address)
+	}
+	if _, err := (Config{Root: "/r", State: "/s", LogLevel: "loud"}).resolve(); !errdefs.IsInvalidArgument(err) {
+		t.Errorf("bad log level: %v", err)
+	}
+	if _, err := (Config{Root: "/r", State: "/s", Address: "/" + strings.Repeat("a", 120)}).resolve(); !errdefs.IsInvalidArgument(err) {
+		t.Errorf("long socket path: %v", err)
+	}
+	if _, err := (Config{State: "/s"}).resolve(); !errdefs.IsInvalidArgument(err) {
+		t.Errorf("no root: %v", err)
+	}
+	rel, err := Config{Root: "r", State: "s"}.resolve()
+	if err != nil || !filepath.IsAbs(rel.Root) || !filepath.IsAbs(rel.Address) {
+		t.Errorf("relative paths: %+v, %v", rel, err)
+	}
+}
+
+// The example configuration must stay loadable, and its uncommented values
+// must be the defaults it documents.
+func TestExampleConfig(t *testing.T) {
+	cfg, err := LoadConfig(filepath.Join("..", "..", "deploy", "berthd.toml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg != DefaultConfig() {
+		t.Fatalf("deploy/berthd.toml gives %+v, defaults are %+v", cfg, DefaultConfig())
+	}
+}

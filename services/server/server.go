@@ -1,0 +1,377 @@
+// Package server wires berthd together: the metadata database, the content
+// store, the event exchange and every gRPC service, served on one unix
+// socket, with Prometheus metrics on an optional HTTP address. Each service
+// is constructed and registered here, explicitly, so that a reader can follow
+// from main to every service.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"time"
+
+	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/status"
+
+	"github.com/berth-engine/berth/internal/errdefs"
+	"github.com/berth-engine/berth/internal/version"
+	"github.com/berth-engine/berth/services/content/contentserver"
+	"github.com/berth-engine/berth/services/content/local"
+	"github.com/berth-engine/berth/services/events/eventserver"
+	"github.com/berth-engine/berth/services/events/exchange"
+	"github.com/berth-engine/berth/services/images/imageserver"
+	"github.com/berth-engine/berth/services/introspection"
+	"github.com/berth-engine/berth/services/leases/leaseserver"
+	"github.com/berth-engine/berth/services/metadata"
+	"github.com/berth-engine/berth/services/namespaces/namespaceserver"
+)
+
+const (
+	// shutdownTimeout bounds how long a graceful stop waits for calls in
+	// flight before it cuts them off.
+	shutdownTimeout = 10 * time.Second
+	// boltTimeout bounds the wait for bbolt's own lock on metadata.db.
+	boltTimeout = 5 * time.Second
+)
+
+// Server is a configured berthd, ready to Serve.
+type Server struct {
+	cfg      Config
+	lock     *rootLock
+	bdb      *bolt.DB
+	db       *metadata.DB
+	exchange *exchange.Exchange
+	grpc     *grpc.Server
+	health   *health.Server
+	registry *prometheus.Registry
+
+	ready    chan struct{} // closed once Serve listens
+	stopping chan struct{} // closed when Stop begins
+	stopOnce sync.Once
+
+	mu          sync.Mutex
+	serving     bool
+	listener    net.Listener
+	metrics     *http.Server
+	metricsAddr string
+}
+
+// New prepares berthd on cfg: it makes the root and state directories, locks
+// the root against a second berthd, opens the metadata database and content
+// store, and registers every service. Nothing is served until Serve.
+func New(ctx context.Context, cfg Config) (_ *Server, retErr error) {
+	cfg, err := cfg.resolve()
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{
+		cfg:      cfg,
+		ready:    make(chan struct{}),
+		stopping: make(chan struct{}),
+	}
+	// On failure, undo what was done so far, in reverse.
+	var undo []func()
+	defer func() {
+		if retErr != nil {
+			for i := len(undo) - 1; i >= 0; i-- {
+				undo[i]()
+			}
+		}
+	}()
+
+	// Lock the root before touching anything else a running berthd owns.
+	if err := makeDir(cfg.Root); err != nil {
+		return nil, err
+	}
+	if s.lock, err = lockRoot(cfg.Root); err != nil {
+		return nil, err
+	}
+	undo = append(undo, s.lock.release)
+	if err := makeDir(cfg.State); err != nil {
+		return nil, err
+	}
+
+	dbPath := filepath.Join(cfg.Root, "metadata.db")
+	if s.bdb, err = bolt.Open(dbPath, 0o600, &bolt.Options{Timeout: boltTimeout}); err != nil {
+		if errors.Is(err, bolterrors.ErrTimeout) {
+			return nil, fmt.Errorf("opening %s: another process holds it open: stop it or choose another --root: %w", dbPath, errdefs.ErrUnavailable)
+		}
+		return nil, fmt.Errorf("opening metadata database %s: %w", dbPath, err)
+	}
+	undo = append(undo, func() { s.bdb.Close() })
+
+	cs, err := local.NewStore(filepath.Join(cfg.Root, "content"))
+	if err != nil {
+		return nil, fmt.Errorf("opening content store: %w", err)
+	}
+	s.exchange = exchange.New()
+	undo = append(undo, s.exchange.Close)
+	s.db = metadata.NewDB(s.bdb, cs, s.exchange)
+	undo = append(undo, func() { s.db.Close() })
+	if err := s.db.Init(ctx); err != nil {
+		return nil, fmt.Errorf("initialising metadata database %s: %w", dbPath, err)
+	}
+
+	s.registry = prometheus.NewRegistry()
+	grpcMetrics := grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram())
+	buildInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "berth_build_info",
+		Help: "Always 1; the labels tell which berthd build is running.",
+	}, []string{"version", "revision", "goversion"})
+	buildInfo.WithLabelValues(version.Version, version.Revision, runtime.Version()).Set(1)
+	s.registry.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		grpcMetrics,
+		buildInfo,
+	)
+
+	s.grpc = grpc.NewServer(
+		grpc.ChainUnaryInterceptor(grpcMetrics.UnaryServerInterceptor(), logFailedUnary),
+		grpc.ChainStreamInterceptor(grpcMetrics.StreamServerInterceptor(), logFailedStream),
+	)
+	intro, err := introspection.New(introspection.Config{
+		Root:           cfg.Root,
+		State:          cfg.State,
+		Services:       s.grpc,
+		MetadataSchema: s.db.SchemaVersion(),
+	})
+	if err != nil {
+		return nil, err
+	}
+	contentserver.Register(s.grpc, s.db.ContentStore())
+	imageserver.Register(s.grpc, s.db.Images())
+	leaseserver.Register(s.grpc, s.db.Leases())
+	namespaceserver.Register(s.grpc, s.db.Namespaces())
+	eventserver.Register(s.grpc, s.exchange)
+	introspection.Register(s.grpc, intro)
+	s.health = health.NewServer()
+	healthpb.RegisterHealthServer(s.grpc, s.health)
+	reflection.Register(s.grpc)
+	for name := range s.grpc.GetServiceInfo() {
+		s.health.SetServingStatus(name, healthpb.HealthCheckResponse_SERVING)
+	}
+	grpcMetrics.InitializeMetrics(s.grpc)
+	return s, nil
+}
+
+// Config returns the configuration in use, with paths made absolute.
+func (s *Server) Config() Config { return s.cfg }
+
+// Registry returns the Prometheus registry /metrics serves.
+func (s *Server) Registry() *prometheus.Registry { return s.registry }
+
+// Ready is closed once Serve listens on its addresses.
+func (s *Server) Ready() <-chan struct{} { return s.ready }
+
+// MetricsAddr returns the address /metrics is served on once Ready, or ""
+// when metrics are off. With a metrics_address port of 0 it tells the port
+// picked.
+func (s *Server) MetricsAddr() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.metricsAddr
+}
+
+// Serve listens on the socket (and the metrics address, if set) and serves
+// until ctx ends or Stop is called, then stops gracefully. It returns nil on
+// a clean stop.
+func (s *Server) Serve(ctx context.Context) error {
+	s.mu.Lock()
+	if s.serving {
+		s.mu.Unlock()
+		return fmt.Errorf("berthd is already serving: %w", errdefs.ErrFailedPrecondition)
+	}
+	s.serving = true
+	s.mu.Unlock()
+	select {
+	case <-s.stopping:
+		return fmt.Errorf("berthd was stopped before it served: %w", errdefs.ErrFailedPrecondition)
+	default:
+	}
+
+	lis, err := listenUnix(s.cfg.Address)
+	if err != nil {
+		s.Stop()
+		return err
+	}
+	var metricsLis net.Listener
+	if s.cfg.MetricsAddress != "" {
+		if metricsLis, err = net.Listen("tcp", s.cfg.MetricsAddress); err != nil {
+			lis.Close()
+			s.Stop()
+			return fmt.Errorf("listening for metrics on %s: choose another --metrics-address: %w", s.cfg.MetricsAddress, err)
+		}
+	}
+
+	errc := make(chan error, 2)
+	s.mu.Lock()
+	s.listener = lis
+	if metricsLis != nil {
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{Registry: s.registry}))
+		s.metrics = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		s.metricsAddr = metricsLis.Addr().String()
+		go func() {
+			if err := s.metrics.Serve(metricsLis); !errors.Is(err, http.ErrServerClosed) {
+				errc <- fmt.Errorf("serving metrics on %s: %w", s.metricsAddr, err)
+			}
+		}()
+	}
+	s.mu.Unlock()
+	go func() {
+		if err := s.grpc.Serve(lis); err != nil {
+			errc <- fmt.Errorf("serving gRPC on %s: %w", s.cfg.Address, err)
+		}
+	}()
+	slog.InfoContext(ctx, "berthd serving", "address", s.cfg.Address, "metrics", s.MetricsAddr(),
+		"root", s.cfg.Root, "state", s.cfg.State, "version", version.Version, "revision", version.Revision)
+	close(s.ready)
+
+	select {
+	case <-ctx.Done():
+		slog.InfoContext(ctx, "berthd stopping")
+		s.Stop()
+		return nil
+	case <-s.stopping:
+		s.Stop() // waits for the Stop in progress
+		return nil
+	case err := <-errc:
+		s.Stop()
+		return err
+	}
+}
+
+// Stop stops serving gracefully, cutting off calls still running after a
+// timeout, then closes the database, removes the socket and releases the
+// root. It is safe to call more than once and without Serve.
+func (s *Server) Stop() {
+	s.stopOnce.Do(func() {
+		close(s.stopping)
+		s.health.Shutdown()
+		// Event subscriptions last as long as their clients; end them so
+		// that they do not hold up the graceful stop.
+		s.exchange.Close()
+
+		done := make(chan struct{})
+		go func() {
+			s.grpc.GracefulStop()
+			close(done)
+		}()
+		select {
+		case <-done:
+		case <-time.After(shutdownTimeout):
+			slog.Warn("calls still running after the shutdown timeout: cutting them off", "timeout", shutdownTimeout)
+			s.grpc.Stop()
+			<-done
+		}
+
+		s.mu.Lock()
+		metrics, lis := s.metrics, s.listener
+		s.mu.Unlock()
+		if metrics != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+			if err := metrics.Shutdown(ctx); err != nil {
+				metrics.Close()
+			}
+			cancel()
+		}
+		if err := s.db.Close(); err != nil {
+			slog.Warn("closing metadata", "error", err)
+		}
+		if err := s.bdb.Close(); err != nil {
+			slog.Warn("closing metadata database", "error", err)
+		}
+		if lis != nil {
+			// Closing the listener normally unlinks the socket already.
+			if err := os.Remove(s.cfg.Address); err != nil && !errors.Is(err, os.ErrNotExist) {
+				slog.Warn("removing socket", "address", s.cfg.Address, "error", err)
+			}
+		}
+		s.lock.release()
+	})
+}
+
+// makeDir creates dir with mode 0711: others may reach the socket and
+// files inside by path but not list them.
+func makeDir(dir string) error {
+	if err := os.MkdirAll(dir, 0o711); err != nil {
+		return fmt.Errorf("creating %s: %w", dir, err)
+	}
+	// MkdirAll is subject to the umask and leaves existing folders alone.
+	if err := os.Chmod(dir, 0o711); err != nil {
+		return fmt.Errorf("setting the mode of %s: %w", dir, err)
+	}
+	return nil
+}
+
+// listenUnix listens on the socket at path with mode 0660. A socket file
+// left by a berthd that died is removed; one that answers is not.
+func listenUnix(path string) (net.Listener, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o711); err != nil {
+		return nil, fmt.Errorf("creating the folder of socket %s: %w", path, err)
+	}
+	if fi, err := os.Lstat(path); err == nil {
+		if fi.Mode()&os.ModeSocket == 0 {
+			return nil, fmt.Errorf("%s exists and is not a socket: remove it or choose another --address: %w", path, errdefs.ErrFailedPrecondition)
+		}
+		if conn, err := net.DialTimeout("unix", path, time.Second); err == nil {
+			conn.Close()
+			return nil, fmt.Errorf("another process is serving on %s: stop it or choose another --address: %w", path, errdefs.ErrUnavailable)
+		}
+		if err := os.Remove(path); err != nil {
+			return nil, fmt.Errorf("removing stale socket %s: %w", path, err)
+		}
+	}
+	lis, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("listening on %s: %w", path, err)
+	}
+	if err := os.Chmod(path, 0o660); err != nil {
+		lis.Close()
+		return nil, fmt.Errorf("setting the mode of socket %s: %w", path, err)
+	}
+	return lis, nil
+}
+
+// logFailedUnary logs calls that fail, at debug: clients see the error, and
+// a not-found is no news for the daemon's log.
+func logFailedUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	start := time.Now()
+	resp, err := handler(ctx, req)
+	if err != nil {
+		logFailure(ctx, info.FullMethod, start, err)
+	}
+	return resp, err
+}
+
+func logFailedStream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	start := time.Now()
+	err := handler(srv, ss)
+	if err != nil {
+		logFailure(ss.Context(), info.FullMethod, start, err)
+	}
+	return err
+}
+
+func logFailure(ctx context.Context, method string, start time.Time, err error) {
+	slog.DebugContext(ctx, "grpc call failed", "method", method, "code", status.Code(err).String(),
+		"error", status.Convert(err).Message(), "duration", time.Since(start))
+}
