@@ -1,0 +1,172 @@
+// Package client connects the berth command line to berthd: it dials the
+// unix socket and hands out the services through their Go interfaces, so
+// that commands are written against content.Store, images.Store and the
+// others exactly as in-process code is.
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/berth-engine/berth/internal/errdefs"
+	"github.com/berth-engine/berth/internal/identifiers"
+	"github.com/berth-engine/berth/internal/namespaces"
+	contentv1 "github.com/berth-engine/berth/proto/content/v1"
+	imagesv1 "github.com/berth-engine/berth/proto/images/v1"
+	introspectionv1 "github.com/berth-engine/berth/proto/introspection/v1"
+	leasesv1 "github.com/berth-engine/berth/proto/leases/v1"
+	namespacesv1 "github.com/berth-engine/berth/proto/namespaces/v1"
+	"github.com/berth-engine/berth/services/content"
+	"github.com/berth-engine/berth/services/content/contentproxy"
+	"github.com/berth-engine/berth/services/images"
+	"github.com/berth-engine/berth/services/images/imageproxy"
+	"github.com/berth-engine/berth/services/leases"
+	"github.com/berth-engine/berth/services/leases/leaseproxy"
+	nsstore "github.com/berth-engine/berth/services/namespaces"
+	"github.com/berth-engine/berth/services/namespaces/namespaceproxy"
+)
+
+const (
+	// DefaultAddress is where berthd listens unless told otherwise.
+	DefaultAddress = "/run/berth/berthd.sock"
+	// AddressEnv names the environment variable that overrides DefaultAddress.
+	AddressEnv = "BERTH_ADDRESS"
+)
+
+// Client is a connection to berthd and the services it serves.
+type Client struct {
+	Address       string
+	Content       content.Store
+	Images        images.Store
+	Leases        leases.Manager
+	Namespaces    nsstore.Store
+	Introspection introspectionv1.IntrospectionClient
+
+	conn *grpc.ClientConn
+}
+
+// New connects to berthd at address (a socket path or "unix://PATH"). It
+// fails at once, with a message that says what to do, when nothing listens
+// there, rather than at the first call.
+func New(ctx context.Context, address string, opts ...Opt) (*Client, error) {
+	o := options{logger: slog.New(slog.DiscardHandler)}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	path := SocketPath(address)
+	if err := probe(ctx, path); err != nil {
+		return nil, err
+	}
+	conn, err := grpc.NewClient("unix://"+absolute(path),
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithChainUnaryInterceptor(logUnary(o.logger)),
+		grpc.WithChainStreamInterceptor(logStream(o.logger)),
+	)
+	if err != nil {
+		return nil, errdefs.Errorf(errdefs.ErrUnavailable, "connecting to berthd at %s: %v", path, err)
+	}
+	return &Client{
+		Address:       path,
+		Content:       contentproxy.NewStore(contentv1.NewContentClient(conn)),
+		Images:        imageproxy.NewStore(imagesv1.NewImagesClient(conn)),
+		Leases:        leaseproxy.NewManager(leasesv1.NewLeasesClient(conn)),
+		Namespaces:    namespaceproxy.NewStore(namespacesv1.NewNamespacesClient(conn)),
+		Introspection: introspectionv1.NewIntrospectionClient(conn),
+		conn:          conn,
+	}, nil
+}
+
+// Opt configures New.
+type Opt func(*options)
+
+type options struct {
+	logger *slog.Logger
+}
+
+// WithLogger logs every call to berthd at debug level.
+func WithLogger(l *slog.Logger) Opt { return func(o *options) { o.logger = l } }
+
+func logUnary(l *slog.Logger) grpc.UnaryClientInterceptor {
+	return func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+		start := time.Now()
+		err := invoker(ctx, method, req, reply, cc, opts...)
+		l.DebugContext(ctx, "call", "method", method, "duration", time.Since(start), "error", err)
+		return err
+	}
+}
+
+func logStream(l *slog.Logger) grpc.StreamClientInterceptor {
+	return func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+		l.DebugContext(ctx, "stream", "method", method)
+		return streamer(ctx, desc, cc, method, opts...)
+	}
+}
+
+// Close closes the connection.
+func (c *Client) Close() error { return c.conn.Close() }
+
+// SocketPath returns the socket path of an address given as a path or as
+// "unix://PATH"; "" means DefaultAddress.
+func SocketPath(address string) string {
+	if address == "" {
+		return DefaultAddress
+	}
+	if p, ok := strings.CutPrefix(address, "unix://"); ok {
+		return p
+	}
+	return address
+}
+
+// AddressFromEnv returns BERTH_ADDRESS or DefaultAddress.
+func AddressFromEnv() string {
+	if a := os.Getenv(AddressEnv); a != "" {
+		return a
+	}
+	return DefaultAddress
+}
+
+func absolute(path string) string {
+	if abs, err := filepath.Abs(path); err == nil {
+		return abs
+	}
+	return path
+}
+
+// probe connects to the socket once, so that a berthd that is not running
+// gets a message that says so instead of a gRPC transport error.
+func probe(ctx context.Context, path string) error {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "unix", path)
+	if err == nil {
+		return c.Close()
+	}
+	switch {
+	case errors.Is(err, syscall.ENOENT), errors.Is(err, syscall.ECONNREFUSED):
+		return errdefs.Errorf(errdefs.ErrUnavailable, "cannot connect to berthd at %s: is it running? start it with 'berthd' or set --address", path)
+	case errors.Is(err, syscall.EACCES), errors.Is(err, syscall.EPERM):
+		return errdefs.Errorf(errdefs.ErrPermissionDenied, "permission denied connecting to berthd at %s: run as root or as a member of the socket's group", path)
+	}
+	return errdefs.Errorf(errdefs.ErrUnavailable, "cannot connect to berthd at %s: %v", path, err)
+}
+
+// WithNamespace returns ctx scoped to namespace, after checking that the
+// name is valid so that a typo fails here with a clear message.
+func WithNamespace(ctx context.Context, namespace string) (context.Context, error) {
+	if err := identifiers.Validate(namespace); err != nil {
+		return nil, fmt.Errorf("namespace %q: %w", namespace, err)
+	}
+	return namespaces.WithNamespace(ctx, namespace), nil
+}
