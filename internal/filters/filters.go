@@ -247,3 +247,14 @@ func (p *parser) quoted() (string, error) {
 	}
 	return v, nil
 }
+
+// MapField looks up a "labels.KEY" style field path in m: the key is the
+// rest of the path joined by dots, so both labels."a.b" and labels.a.b work.
+// The bare map name is present when m has any entry.
+func MapField(m map[string]string, fieldpath []string) (string, bool) {
+	if len(fieldpath) < 2 {
+		return "", len(m) > 0
+	}
+	v, ok := m[strings.Join(fieldpath[1:], ".")]
+	return v, ok
+}

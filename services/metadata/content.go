@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"sort"
-	"strconv"
 	"strings"
 	"time"
 
@@ -131,7 +130,7 @@ func (s *contentStore) Walk(ctx context.Context, fn content.WalkFunc, fs ...stri
 			if err != nil {
 				return err
 			}
-			if filter.Match(contentAdaptor(info)) {
+			if filter.Match(content.InfoAdaptor(info)) {
 				infos = append(infos, info)
 			}
 			return nil
@@ -149,23 +148,6 @@ func (s *contentStore) Walk(ctx context.Context, fn content.WalkFunc, fs ...stri
 		}
 	}
 	return nil
-}
-
-func contentAdaptor(info content.Info) filters.Adaptor {
-	return filters.AdaptorFunc(func(path []string) (string, bool) {
-		if len(path) == 0 {
-			return "", false
-		}
-		switch path[0] {
-		case "digest":
-			return info.Digest.String(), true
-		case "size":
-			return strconv.FormatInt(info.Size, 10), true
-		case "labels":
-			return labelField(info.Labels, path)
-		}
-		return "", false
-	})
 }
 
 // Delete removes the namespace's record; the blob itself goes when the
@@ -258,31 +240,12 @@ func (s *contentStore) ListStatuses(ctx context.Context, fs ...string) ([]conten
 			continue
 		}
 		st.Ref = ref
-		if filter.Match(statusAdaptor(st)) {
+		if filter.Match(content.StatusAdaptor(st)) {
 			out = append(out, st)
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Ref < out[j].Ref })
 	return out, nil
-}
-
-func statusAdaptor(st content.Status) filters.Adaptor {
-	return filters.AdaptorFunc(func(path []string) (string, bool) {
-		if len(path) != 1 {
-			return "", false
-		}
-		switch path[0] {
-		case "ref":
-			return st.Ref, true
-		case "expected":
-			return st.Expected.String(), st.Expected != ""
-		case "total":
-			return strconv.FormatInt(st.Total, 10), true
-		case "offset":
-			return strconv.FormatInt(st.Offset, 10), true
-		}
-		return "", false
-	})
 }
 
 // Abort discards an ingest and its record.

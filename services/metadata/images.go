@@ -96,9 +96,9 @@ func imageAdaptor(img images.Image) filters.Adaptor {
 				return strconv.FormatInt(img.Target.Size, 10), true
 			}
 		case "labels":
-			return labelField(img.Labels, path)
+			return filters.MapField(img.Labels, path)
 		case "annotations":
-			return labelField(img.Target.Annotations, path)
+			return filters.MapField(img.Target.Annotations, path)
 		}
 		return "", false
 	})

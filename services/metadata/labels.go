@@ -84,10 +84,3 @@ func copyMap(m map[string]string) map[string]string {
 
 // labelField looks up a "labels.KEY" style field path in m: the key is the
 // rest of the path joined by dots, so both labels."a.b" and labels.a.b work.
-func labelField(m map[string]string, path []string) (string, bool) {
-	if len(path) < 2 {
-		return "", len(m) > 0
-	}
-	v, ok := m[strings.Join(path[1:], ".")]
-	return v, ok
-}

@@ -162,7 +162,7 @@ func leaseAdaptor(l leases.Lease) filters.Adaptor {
 		case "id":
 			return l.ID, true
 		case "labels":
-			return labelField(l.Labels, path)
+			return filters.MapField(l.Labels, path)
 		}
 		return "", false
 	})

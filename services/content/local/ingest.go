@@ -150,26 +150,11 @@ func (s *Store) ListStatuses(ctx context.Context, fltrs ...string) ([]content.St
 			// ingest anyone can resume.
 			continue
 		}
-		if filter.Match(statusAdaptor(st)) {
+		if filter.Match(content.StatusAdaptor(st)) {
 			out = append(out, st)
 		}
 	}
 	return out, nil
-}
-
-func statusAdaptor(st content.Status) filters.Adaptor {
-	return filters.AdaptorFunc(func(path []string) (string, bool) {
-		if len(path) == 0 {
-			return "", false
-		}
-		switch path[0] {
-		case "ref":
-			return st.Ref, true
-		case "expected":
-			return st.Expected.String(), st.Expected != ""
-		}
-		return "", false
-	})
 }
 
 // Abort removes the ingest of ref and its data. An ingest with an open

@@ -12,8 +12,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"sync"
 
 	digest "github.com/opencontainers/go-digest"
@@ -152,7 +150,7 @@ func (s *Store) Walk(ctx context.Context, fn content.WalkFunc, fltrs ...string) 
 			return fmt.Errorf("listing content: %w", err)
 		}
 		info := infoFromFile(dgst, fi)
-		if !filter.Match(infoAdaptor(info)) {
+		if !filter.Match(content.InfoAdaptor(info)) {
 			continue
 		}
 		if err := fn(info); err != nil {
@@ -160,27 +158,6 @@ func (s *Store) Walk(ctx context.Context, fn content.WalkFunc, fltrs ...string) 
 		}
 	}
 	return nil
-}
-
-func infoAdaptor(info content.Info) filters.Adaptor {
-	return filters.AdaptorFunc(func(path []string) (string, bool) {
-		if len(path) == 0 {
-			return "", false
-		}
-		switch path[0] {
-		case "digest":
-			return info.Digest.String(), true
-		case "size":
-			return strconv.FormatInt(info.Size, 10), true
-		case "labels":
-			if len(path) < 2 {
-				return "", len(info.Labels) > 0
-			}
-			v, ok := info.Labels[strings.Join(path[1:], ".")]
-			return v, ok
-		}
-		return "", false
-	})
 }
 
 // Delete removes a blob.

@@ -163,9 +163,8 @@ func adapt(ns *namespacesv1.Namespace) filters.Adaptor {
 		switch {
 		case len(path) == 1 && path[0] == "name":
 			return ns.GetName(), true
-		case len(path) > 1 && path[0] == "labels":
-			v, ok := ns.GetLabels()[strings.Join(path[1:], ".")]
-			return v, ok
+		case len(path) > 0 && path[0] == "labels":
+			return filters.MapField(ns.GetLabels(), path)
 		}
 		return "", false
 	})
