@@ -28,7 +28,7 @@ func (s *store) Get(ctx context.Context, name string) (images.Image, error) {
 	if err != nil {
 		return images.Image{}, errdefs.FromGRPC(err)
 	}
-	return imageFromProto(resp.GetImage()), nil
+	return protoconv.ImageFromProto(resp.GetImage()), nil
 }
 
 func (s *store) List(ctx context.Context, filters ...string) ([]images.Image, error) {
@@ -38,21 +38,21 @@ func (s *store) List(ctx context.Context, filters ...string) ([]images.Image, er
 	}
 	imgs := make([]images.Image, 0, len(resp.GetImages()))
 	for _, img := range resp.GetImages() {
-		imgs = append(imgs, imageFromProto(img))
+		imgs = append(imgs, protoconv.ImageFromProto(img))
 	}
 	return imgs, nil
 }
 
 func (s *store) Create(ctx context.Context, image images.Image) (images.Image, error) {
-	resp, err := s.client.Create(ctx, &imagesv1.CreateImageRequest{Image: imageToProto(image)})
+	resp, err := s.client.Create(ctx, &imagesv1.CreateImageRequest{Image: protoconv.ImageToProto(image)})
 	if err != nil {
 		return images.Image{}, errdefs.FromGRPC(err)
 	}
-	return imageFromProto(resp.GetImage()), nil
+	return protoconv.ImageFromProto(resp.GetImage()), nil
 }
 
 func (s *store) Update(ctx context.Context, image images.Image, fieldpaths ...string) (images.Image, error) {
-	req := &imagesv1.UpdateImageRequest{Image: imageToProto(image)}
+	req := &imagesv1.UpdateImageRequest{Image: protoconv.ImageToProto(image)}
 	if len(fieldpaths) > 0 {
 		req.UpdateMask = &fieldmaskpb.FieldMask{Paths: fieldpaths}
 	}
@@ -60,7 +60,7 @@ func (s *store) Update(ctx context.Context, image images.Image, fieldpaths ...st
 	if err != nil {
 		return images.Image{}, errdefs.FromGRPC(err)
 	}
-	return imageFromProto(resp.GetImage()), nil
+	return protoconv.ImageFromProto(resp.GetImage()), nil
 }
 
 func (s *store) Delete(ctx context.Context, name string, opts ...images.DeleteOpt) error {
@@ -70,24 +70,4 @@ func (s *store) Delete(ctx context.Context, name string, opts ...images.DeleteOp
 	}
 	_, err := s.client.Delete(ctx, &imagesv1.DeleteImageRequest{Name: name, Sync: o.Synchronous})
 	return errdefs.FromGRPC(err)
-}
-
-func imageToProto(img images.Image) *imagesv1.Image {
-	return &imagesv1.Image{
-		Name:      img.Name,
-		Labels:    img.Labels,
-		Target:    protoconv.DescriptorToProto(img.Target),
-		CreatedAt: protoconv.TimestampToProto(img.CreatedAt),
-		UpdatedAt: protoconv.TimestampToProto(img.UpdatedAt),
-	}
-}
-
-func imageFromProto(img *imagesv1.Image) images.Image {
-	return images.Image{
-		Name:      img.GetName(),
-		Labels:    img.GetLabels(),
-		Target:    protoconv.DescriptorFromProto(img.GetTarget()),
-		CreatedAt: protoconv.TimestampFromProto(img.GetCreatedAt()),
-		UpdatedAt: protoconv.TimestampFromProto(img.GetUpdatedAt()),
-	}
 }

@@ -35,7 +35,7 @@ func (s *service) Get(ctx context.Context, req *imagesv1.GetImageRequest) (*imag
 	if err != nil {
 		return nil, errdefs.ToGRPC(err)
 	}
-	return &imagesv1.GetImageResponse{Image: imageToProto(img)}, nil
+	return &imagesv1.GetImageResponse{Image: protoconv.ImageToProto(img)}, nil
 }
 
 func (s *service) List(ctx context.Context, req *imagesv1.ListImagesRequest) (*imagesv1.ListImagesResponse, error) {
@@ -45,7 +45,7 @@ func (s *service) List(ctx context.Context, req *imagesv1.ListImagesRequest) (*i
 	}
 	resp := &imagesv1.ListImagesResponse{Images: make([]*imagesv1.Image, 0, len(imgs))}
 	for _, img := range imgs {
-		resp.Images = append(resp.Images, imageToProto(img))
+		resp.Images = append(resp.Images, protoconv.ImageToProto(img))
 	}
 	return resp, nil
 }
@@ -54,22 +54,22 @@ func (s *service) Create(ctx context.Context, req *imagesv1.CreateImageRequest) 
 	if req.GetImage() == nil {
 		return nil, errdefs.ToGRPC(fmt.Errorf("creating an image: the request has no image: %w", errdefs.ErrInvalidArgument))
 	}
-	img, err := s.store.Create(ctx, imageFromProto(req.GetImage()))
+	img, err := s.store.Create(ctx, protoconv.ImageFromProto(req.GetImage()))
 	if err != nil {
 		return nil, errdefs.ToGRPC(err)
 	}
-	return &imagesv1.CreateImageResponse{Image: imageToProto(img)}, nil
+	return &imagesv1.CreateImageResponse{Image: protoconv.ImageToProto(img)}, nil
 }
 
 func (s *service) Update(ctx context.Context, req *imagesv1.UpdateImageRequest) (*imagesv1.UpdateImageResponse, error) {
 	if req.GetImage() == nil {
 		return nil, errdefs.ToGRPC(fmt.Errorf("updating an image: the request has no image: %w", errdefs.ErrInvalidArgument))
 	}
-	img, err := s.store.Update(ctx, imageFromProto(req.GetImage()), req.GetUpdateMask().GetPaths()...)
+	img, err := s.store.Update(ctx, protoconv.ImageFromProto(req.GetImage()), req.GetUpdateMask().GetPaths()...)
 	if err != nil {
 		return nil, errdefs.ToGRPC(err)
 	}
-	return &imagesv1.UpdateImageResponse{Image: imageToProto(img)}, nil
+	return &imagesv1.UpdateImageResponse{Image: protoconv.ImageToProto(img)}, nil
 }
 
 func (s *service) Delete(ctx context.Context, req *imagesv1.DeleteImageRequest) (*emptypb.Empty, error) {
@@ -81,24 +81,4 @@ func (s *service) Delete(ctx context.Context, req *imagesv1.DeleteImageRequest) 
 		return nil, errdefs.ToGRPC(err)
 	}
 	return &emptypb.Empty{}, nil
-}
-
-func imageToProto(img images.Image) *imagesv1.Image {
-	return &imagesv1.Image{
-		Name:      img.Name,
-		Labels:    img.Labels,
-		Target:    protoconv.DescriptorToProto(img.Target),
-		CreatedAt: protoconv.TimestampToProto(img.CreatedAt),
-		UpdatedAt: protoconv.TimestampToProto(img.UpdatedAt),
-	}
-}
-
-func imageFromProto(img *imagesv1.Image) images.Image {
-	return images.Image{
-		Name:      img.GetName(),
-		Labels:    img.GetLabels(),
-		Target:    protoconv.DescriptorFromProto(img.GetTarget()),
-		CreatedAt: protoconv.TimestampFromProto(img.GetCreatedAt()),
-		UpdatedAt: protoconv.TimestampFromProto(img.GetUpdatedAt()),
-	}
 }
