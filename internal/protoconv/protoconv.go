@@ -9,9 +9,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	imagesv1 "github.com/berth-engine/berth/proto/images/v1"
 	typesv1 "github.com/berth-engine/berth/proto/types/v1"
-	"github.com/berth-engine/berth/services/images"
 )
 
 // DescriptorToProto converts an OCI descriptor. The protobuf form carries
@@ -55,26 +53,4 @@ func TimestampFromProto(ts *timestamppb.Timestamp) time.Time {
 		return time.Time{}
 	}
 	return ts.AsTime()
-}
-
-// ImageToProto converts an image record for the wire.
-func ImageToProto(img images.Image) *imagesv1.Image {
-	return &imagesv1.Image{
-		Name:      img.Name,
-		Labels:    img.Labels,
-		Target:    DescriptorToProto(img.Target),
-		CreatedAt: TimestampToProto(img.CreatedAt),
-		UpdatedAt: TimestampToProto(img.UpdatedAt),
-	}
-}
-
-// ImageFromProto converts an image record from the wire.
-func ImageFromProto(img *imagesv1.Image) images.Image {
-	return images.Image{
-		Name:      img.GetName(),
-		Labels:    img.GetLabels(),
-		Target:    DescriptorFromProto(img.GetTarget()),
-		CreatedAt: TimestampFromProto(img.GetCreatedAt()),
-		UpdatedAt: TimestampFromProto(img.GetUpdatedAt()),
-	}
 }

@@ -8,9 +8,9 @@ import (
 	"google.golang.org/protobuf/types/known/fieldmaskpb"
 
 	"github.com/berth-engine/berth/internal/errdefs"
-	"github.com/berth-engine/berth/internal/protoconv"
 	imagesv1 "github.com/berth-engine/berth/proto/images/v1"
 	"github.com/berth-engine/berth/services/images"
+	"github.com/berth-engine/berth/services/images/imageconv"
 )
 
 type store struct {
@@ -28,7 +28,7 @@ func (s *store) Get(ctx context.Context, name string) (images.Image, error) {
 	if err != nil {
 		return images.Image{}, errdefs.FromGRPC(err)
 	}
-	return protoconv.ImageFromProto(resp.GetImage()), nil
+	return imageconv.FromProto(resp.GetImage()), nil
 }
 
 func (s *store) List(ctx context.Context, filters ...string) ([]images.Image, error) {
@@ -38,21 +38,21 @@ func (s *store) List(ctx context.Context, filters ...string) ([]images.Image, er
 	}
 	imgs := make([]images.Image, 0, len(resp.GetImages()))
 	for _, img := range resp.GetImages() {
-		imgs = append(imgs, protoconv.ImageFromProto(img))
+		imgs = append(imgs, imageconv.FromProto(img))
 	}
 	return imgs, nil
 }
 
 func (s *store) Create(ctx context.Context, image images.Image) (images.Image, error) {
-	resp, err := s.client.Create(ctx, &imagesv1.CreateImageRequest{Image: protoconv.ImageToProto(image)})
+	resp, err := s.client.Create(ctx, &imagesv1.CreateImageRequest{Image: imageconv.ToProto(image)})
 	if err != nil {
 		return images.Image{}, errdefs.FromGRPC(err)
 	}
-	return protoconv.ImageFromProto(resp.GetImage()), nil
+	return imageconv.FromProto(resp.GetImage()), nil
 }
 
 func (s *store) Update(ctx context.Context, image images.Image, fieldpaths ...string) (images.Image, error) {
-	req := &imagesv1.UpdateImageRequest{Image: protoconv.ImageToProto(image)}
+	req := &imagesv1.UpdateImageRequest{Image: imageconv.ToProto(image)}
 	if len(fieldpaths) > 0 {
 		req.UpdateMask = &fieldmaskpb.FieldMask{Paths: fieldpaths}
 	}
@@ -60,7 +60,7 @@ func (s *store) Update(ctx context.Context, image images.Image, fieldpaths ...st
 	if err != nil {
 		return images.Image{}, errdefs.FromGRPC(err)
 	}
-	return protoconv.ImageFromProto(resp.GetImage()), nil
+	return imageconv.FromProto(resp.GetImage()), nil
 }
 
 func (s *store) Delete(ctx context.Context, name string, opts ...images.DeleteOpt) error {

@@ -10,9 +10,9 @@ import (
 	"google.golang.org/protobuf/types/known/emptypb"
 
 	"github.com/berth-engine/berth/internal/errdefs"
-	"github.com/berth-engine/berth/internal/protoconv"
 	imagesv1 "github.com/berth-engine/berth/proto/images/v1"
 	"github.com/berth-engine/berth/services/images"
+	"github.com/berth-engine/berth/services/images/imageconv"
 )
 
 type service struct {
@@ -35,7 +35,7 @@ func (s *service) Get(ctx context.Context, req *imagesv1.GetImageRequest) (*imag
 	if err != nil {
 		return nil, errdefs.ToGRPC(err)
 	}
-	return &imagesv1.GetImageResponse{Image: protoconv.ImageToProto(img)}, nil
+	return &imagesv1.GetImageResponse{Image: imageconv.ToProto(img)}, nil
 }
 
 func (s *service) List(ctx context.Context, req *imagesv1.ListImagesRequest) (*imagesv1.ListImagesResponse, error) {
@@ -45,7 +45,7 @@ func (s *service) List(ctx context.Context, req *imagesv1.ListImagesRequest) (*i
 	}
 	resp := &imagesv1.ListImagesResponse{Images: make([]*imagesv1.Image, 0, len(imgs))}
 	for _, img := range imgs {
-		resp.Images = append(resp.Images, protoconv.ImageToProto(img))
+		resp.Images = append(resp.Images, imageconv.ToProto(img))
 	}
 	return resp, nil
 }
@@ -54,22 +54,22 @@ func (s *service) Create(ctx context.Context, req *imagesv1.CreateImageRequest) 
 	if req.GetImage() == nil {
 		return nil, errdefs.ToGRPC(fmt.Errorf("creating an image: the request has no image: %w", errdefs.ErrInvalidArgument))
 	}
-	img, err := s.store.Create(ctx, protoconv.ImageFromProto(req.GetImage()))
+	img, err := s.store.Create(ctx, imageconv.FromProto(req.GetImage()))
 	if err != nil {
 		return nil, errdefs.ToGRPC(err)
 	}
-	return &imagesv1.CreateImageResponse{Image: protoconv.ImageToProto(img)}, nil
+	return &imagesv1.CreateImageResponse{Image: imageconv.ToProto(img)}, nil
 }
 
 func (s *service) Update(ctx context.Context, req *imagesv1.UpdateImageRequest) (*imagesv1.UpdateImageResponse, error) {
 	if req.GetImage() == nil {
 		return nil, errdefs.ToGRPC(fmt.Errorf("updating an image: the request has no image: %w", errdefs.ErrInvalidArgument))
 	}
-	img, err := s.store.Update(ctx, protoconv.ImageFromProto(req.GetImage()), req.GetUpdateMask().GetPaths()...)
+	img, err := s.store.Update(ctx, imageconv.FromProto(req.GetImage()), req.GetUpdateMask().GetPaths()...)
 	if err != nil {
 		return nil, errdefs.ToGRPC(err)
 	}
-	return &imagesv1.UpdateImageResponse{Image: protoconv.ImageToProto(img)}, nil
+	return &imagesv1.UpdateImageResponse{Image: imageconv.ToProto(img)}, nil
 }
 
 func (s *service) Delete(ctx context.Context, req *imagesv1.DeleteImageRequest) (*emptypb.Empty, error) {
