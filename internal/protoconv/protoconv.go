@@ -9,6 +9,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/berth-engine/berth/internal/mount"
 	typesv1 "github.com/berth-engine/berth/proto/types/v1"
 )
 
@@ -53,4 +54,25 @@ func TimestampFromProto(ts *timestamppb.Timestamp) time.Time {
 		return time.Time{}
 	}
 	return ts.AsTime()
+}
+
+// MountsToProto converts mounts; nil gives an empty list.
+func MountsToProto(mounts []mount.Mount) []*typesv1.Mount {
+	out := make([]*typesv1.Mount, 0, len(mounts))
+	for _, m := range mounts {
+		out = append(out, &typesv1.Mount{Type: m.Type, Source: m.Source, Target: m.Target, Options: m.Options})
+	}
+	return out
+}
+
+// MountsFromProto converts protobuf mounts; nil gives none.
+func MountsFromProto(mounts []*typesv1.Mount) []mount.Mount {
+	if len(mounts) == 0 {
+		return nil
+	}
+	out := make([]mount.Mount, 0, len(mounts))
+	for _, m := range mounts {
+		out = append(out, mount.Mount{Type: m.GetType(), Source: m.GetSource(), Target: m.GetTarget(), Options: m.GetOptions()})
+	}
+	return out
 }

@@ -7,6 +7,8 @@ import (
 
 	digest "github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/berth-engine/berth/internal/mount"
 )
 
 func TestDescriptorRoundTrip(t *testing.T) {
@@ -34,5 +36,18 @@ func TestTimestampRoundTrip(t *testing.T) {
 	now := time.Date(2024, 5, 6, 7, 8, 9, 123456789, time.UTC)
 	if got := TimestampFromProto(TimestampToProto(now)); !got.Equal(now) {
 		t.Fatalf("round trip changed the time: %v != %v", got, now)
+	}
+}
+
+func TestMountsRoundTrip(t *testing.T) {
+	ms := []mount.Mount{
+		{Type: "overlay", Source: "overlay", Options: []string{"lowerdir=/a:/b", "upperdir=/c", "workdir=/d"}},
+		{Type: "bind", Source: "/src", Target: "sub", Options: []string{"ro", "rbind"}},
+	}
+	if got := MountsFromProto(MountsToProto(ms)); !reflect.DeepEqual(got, ms) {
+		t.Fatalf("round trip changed the mounts: %+v != %+v", got, ms)
+	}
+	if got := MountsFromProto(MountsToProto(nil)); got != nil {
+		t.Fatalf("no mounts gave %+v", got)
 	}
 }

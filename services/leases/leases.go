@@ -17,7 +17,8 @@ type Lease struct {
 }
 
 // Resource is one object held by a lease. Type is "content" (ID is a
-// digest) or "ingests" (ID is an ingest ref).
+// digest), "ingests" (ID is an ingest ref) or "snapshots/<snapshotter>"
+// (ID is a snapshot key).
 type Resource struct {
 	ID   string
 	Type string

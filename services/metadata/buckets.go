@@ -24,6 +24,9 @@ var (
 	bucketKeyTarget  = []byte("target")
 	bucketKeyAnnot   = []byte("annotations")
 
+	bucketKeySnapshots = []byte("snapshots")
+	bucketKeyChildren  = []byte("children")
+
 	keyCreatedAt = []byte("createdat")
 	keyUpdatedAt = []byte("updatedat")
 	keySize      = []byte("size")
@@ -31,6 +34,9 @@ var (
 	keyMediaType = []byte("mediatype")
 	keyLease     = []byte("lease")
 	keyExpected  = []byte("expected")
+	keyName      = []byte("name")
+	keyKind      = []byte("kind")
+	keyParent    = []byte("parent")
 )
 
 // getBucket walks path from the top of the database; nil when any part is
@@ -96,6 +102,15 @@ func imagesBucket(tx *bolt.Tx, ns string) *bolt.Bucket {
 
 func leasesBucket(tx *bolt.Tx, ns string) *bolt.Bucket {
 	return getBucket(tx, nsPath(ns, bucketKeyLeases)...)
+}
+
+// snapshotsBucket holds the namespace's records of snapshotter sn.
+func snapshotsBucket(tx *bolt.Tx, ns, sn string) *bolt.Bucket {
+	return getBucket(tx, nsPath(ns, bucketKeySnapshots, []byte(sn))...)
+}
+
+func snapshotBucket(tx *bolt.Tx, ns, sn, key string) *bolt.Bucket {
+	return getBucket(tx, nsPath(ns, bucketKeySnapshots, []byte(sn), []byte(key))...)
 }
 
 // forEachBucket calls fn for each nested bucket of bkt (skipping plain keys).

@@ -17,6 +17,7 @@ import (
 	"github.com/berth-engine/berth/services/images"
 	"github.com/berth-engine/berth/services/leases"
 	"github.com/berth-engine/berth/services/namespaces"
+	"github.com/berth-engine/berth/snapshotter/snapshots"
 )
 
 const (
@@ -58,10 +59,22 @@ func WithIngestExpiry(d time.Duration) Opt {
 	return func(db *DB) { db.ingestExpiry = d }
 }
 
+// WithSnapshotters gives the backend snapshotters by name; the DB keeps
+// each namespace's records of their snapshots (see Snapshotter). The
+// backends are not closed by the DB.
+func WithSnapshotters(backends map[string]snapshots.Snapshotter) Opt {
+	return func(db *DB) {
+		for name, b := range backends {
+			db.snapshotters[name] = &snapshotter{db: db, name: name, backend: b}
+		}
+	}
+}
+
 // DB is the metadata store.
 type DB struct {
 	bdb          *bolt.DB
 	cs           content.Store
+	snapshotters map[string]*snapshotter
 	pub          events.Publisher
 	gcDelay      time.Duration
 	ingestExpiry time.Duration
@@ -93,6 +106,7 @@ func NewDB(bdb *bolt.DB, cs content.Store, pub events.Publisher, opts ...Opt) *D
 		pub:          pub,
 		gcDelay:      defaultGCDelay,
 		ingestExpiry: defaultIngestExpiry,
+		snapshotters: map[string]*snapshotter{},
 		gcTrigger:    make(chan struct{}, 1),
 		stop:         make(chan struct{}),
 		done:         make(chan struct{}),
@@ -182,6 +196,15 @@ func (db *DB) Images() images.Store { return &imageStore{db: db} }
 // Leases returns the lease manager.
 func (db *DB) Leases() leases.Manager { return &leaseManager{db: db} }
 
+// Snapshotter returns the namespaced view of the backend snapshotter name
+// given with WithSnapshotters, or nil when there is none by that name.
+func (db *DB) Snapshotter(name string) snapshots.Snapshotter {
+	if sn, ok := db.snapshotters[name]; ok {
+		return sn
+	}
+	return nil
+}
+
 // Namespaces returns the namespace store.
 func (db *DB) Namespaces() namespaces.Store { return &namespaceStore{db: db} }
 
@@ -234,6 +257,7 @@ func (db *DB) gcLoop() {
 			continue
 		}
 		slog.Debug("background garbage collection", "content", stats.ContentDeleted, "blobs", stats.BlobsDeleted,
-			"leases", stats.LeasesDeleted, "ingests", stats.IngestsAborted, "duration", stats.Duration)
+			"leases", stats.LeasesDeleted, "ingests", stats.IngestsAborted, "snapshot_records", stats.SnapshotsDeleted,
+			"snapshots", stats.SnapshotsRemoved, "duration", stats.Duration)
 	}
 }

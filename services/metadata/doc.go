@@ -1,11 +1,33 @@
 // Package metadata is berthd's metadata store: namespaces, images, leases and
-// the per-namespace records of content, kept in one bbolt database, plus the
-// mark-and-sweep garbage collector that frees what nothing refers to.
+// the per-namespace records of content and snapshots, kept in one bbolt
+// database, plus the mark-and-sweep garbage collector that frees what nothing
+// refers to.
 //
 // The blobs themselves live in a raw, un-namespaced content store (the local
 // package). A namespace sees a blob only through its own record of it, so two
 // namespaces can share one blob on disk while each keeps its own labels, and
 // deleting the blob in one leaves it to the other.
+//
+// # Snapshots
+//
+// Snapshots live in backend snapshotters (berth-snapshotter processes,
+// reached through snapshotproxy) given to NewDB with WithSnapshotters.
+// Snapshotter(name) is the namespaced view of one: a namespace sees the
+// snapshots it has records of, under the keys it chose. Each record names
+// its backend snapshot "<namespace>/<sequence>/<key>", unique in the
+// database, so two namespaces can use the same key and a key used again
+// after a Remove gets a fresh backend snapshot. Unlike containerd, a
+// committed snapshot is not shared between namespaces: the same layer
+// unpacked in two namespaces is unpacked twice.
+//
+// Stat, Update and Walk read the records only. Prepare, View and Commit
+// record first (which reserves the key), call the backend outside the
+// transaction, and drop the record again if the backend fails; Remove drops
+// the record, then removes the backend snapshot, leaving it to the garbage
+// collector if that fails. Labels starting with "berth.snapshot." are
+// passed to the backend when a snapshot is made (snapshots.LabelRebase is
+// one); the others live only in the record. A context with a lease adds the
+// snapshot to the lease (resource type "snapshots/<snapshotter>").
 //
 // # Bucket layout
 //
@@ -29,26 +51,47 @@
 //	        digest, mediatype, size
 //	        annotations/<key> = <value>
 //	      labels/<key> = <value>
+//	    snapshots/<snapshotter>/<key>/
+//	      name = <backend key>            <namespace>/<sequence>/<key>
+//	      kind = active | view | committed
+//	      parent = <key>                  a committed snapshot of the same snapshotter
+//	      children/<key> = ""
+//	      createdat, updatedat
+//	      labels/<key> = <value>
 //	    leases/<id>/
 //	      createdat
 //	      labels/<key> = <value>
 //	      content/<digest> = ""
 //	      ingests/<ref> = ""
+//	      snapshots/<snapshotter>/<key> = ""
 //
 // # Transactions
 //
 // Every change is one bbolt transaction, and no transaction does blob I/O or
 // calls another service: a commit writes the blob to the backing store first
-// and records it afterwards. A read-write lock orders those two steps against
-// the garbage collector, which deletes blobs no namespace records; see gc.go.
+// and records it afterwards, a snapshot is recorded before the backend makes
+// it. A read-write lock orders those steps against the garbage collector,
+// which deletes blobs and backend snapshots no namespace records; see gc.go.
 //
 // # Garbage collection
 //
-// Roots are image targets, the resources of leases that have not expired, and
-// ingests held by a lease. From a content record, labels whose key starts with
-// "berth.gc.ref.content" name further digests in the same namespace. Content
-// records not reached are deleted in one write transaction together with the
+// Roots are image targets, the resources of leases that have not expired
+// (content, ingests and snapshots), and snapshots labelled "berth.gc.root"
+// (any value, conventionally "true"). From a content or snapshot record,
+// labels whose key starts with "berth.gc.ref.content" name further digests,
+// and labels "berth.gc.ref.snapshot.<snapshotter>" (optionally followed by
+// "/" and anything, to give several) name snapshots of that snapshotter, all
+// in the same namespace; a snapshot reached keeps its parent. The unpacker
+// labels an image's config blob with the chain ID of its top layer, so an
+// image keeps index -> manifest -> config -> top snapshot -> its parents.
+//
+// Records not reached are deleted in one write transaction together with the
 // expired leases; then blobs that no namespace records are deleted from the
-// backing store, and ingests no lease holds that were idle longer than the
-// ingest expiry are aborted.
+// backing store, ingests no lease holds that were idle longer than the ingest
+// expiry are aborted, and backend snapshots that berthd made (their names
+// have the backend key form) and no namespace records are removed, children
+// first. So an active snapshot or view that no lease holds and nothing
+// refers to is collected like anything else, as in containerd: whoever keeps
+// one without a lease (a container, later) must refer to it or label it
+// berth.gc.root. Each snapshotter is assumed to serve this berthd alone.
 package metadata

@@ -5,6 +5,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"maps"
+	"slices"
+	"sort"
+	"strings"
 	"time"
 
 	digest "github.com/opencontainers/go-digest"
@@ -12,6 +17,7 @@ import (
 
 	"github.com/berth-engine/berth/internal/errdefs"
 	"github.com/berth-engine/berth/services/content"
+	"github.com/berth-engine/berth/snapshotter/snapshots"
 )
 
 // GCStats says what a garbage collection removed and how long it took.
@@ -24,16 +30,28 @@ type GCStats struct {
 	BlobsDeleted int
 	// IngestsAborted counts idle ingests, held by no lease, that were aborted.
 	IngestsAborted int
+	// SnapshotsDeleted counts snapshot records removed from namespaces.
+	SnapshotsDeleted int
+	// SnapshotsRemoved counts snapshots removed from backend snapshotters.
+	SnapshotsRemoved int
 	// MetaDuration is the time spent in the mark-and-sweep transaction.
 	MetaDuration time.Duration
 	// Duration is the time of the whole collection.
 	Duration time.Duration
 }
 
-// GarbageCollect deletes what no root reaches: content records and expired
-// leases in one transaction, then the blobs no namespace records and the
-// ingests that are idle and held by no lease. Only one collection runs at a
-// time; a caller arriving during one waits for it and then runs its own.
+// gcLive is what the metadata sweep leaves for the backends to keep.
+type gcLive struct {
+	blobs     map[digest.Digest]bool     // blobs some namespace records
+	held      map[string]bool            // backing ingest refs a lease holds
+	snapshots map[string]map[string]bool // snapshotter -> backend keys some namespace records
+}
+
+// GarbageCollect deletes what no root reaches: content and snapshot
+// records and expired leases in one transaction, then the blobs and backend
+// snapshots no namespace records and the ingests that are idle and held by
+// no lease. Only one collection runs at a time; a caller arriving during one
+// waits for it and then runs its own.
 func (db *DB) GarbageCollect(ctx context.Context) (GCStats, error) {
 	db.gcMu.Lock()
 	defer db.gcMu.Unlock()
@@ -44,16 +62,14 @@ func (db *DB) GarbageCollect(ctx context.Context) (GCStats, error) {
 
 	start := time.Now()
 	var (
-		stats    GCStats
-		recorded map[digest.Digest]bool // blobs some namespace records
-		held     map[string]bool        // backing ingest refs a lease holds
+		stats GCStats
+		live  gcLive
 	)
 	err := db.bdb.Update(func(tx *bolt.Tx) error {
 		stats = GCStats{}
-		recorded = map[digest.Digest]bool{}
-		held = map[string]bool{}
+		live = gcLive{blobs: map[digest.Digest]bool{}, held: map[string]bool{}, snapshots: map[string]map[string]bool{}}
 		return forEachBucket(tx.Bucket(bucketKeyVersion), func(ns []byte, nb *bolt.Bucket) error {
-			return collectNamespace(string(ns), nb, start, &stats, recorded, held)
+			return collectNamespace(string(ns), nb, start, &stats, &live)
 		})
 	})
 	stats.MetaDuration = time.Since(start)
@@ -62,25 +78,57 @@ func (db *DB) GarbageCollect(ctx context.Context) (GCStats, error) {
 	}
 
 	var errs []error
-	if err := db.sweepBlobs(ctx, recorded, &stats); err != nil {
+	if err := db.sweepBlobs(ctx, live.blobs, &stats); err != nil {
 		errs = append(errs, err)
 	}
-	if err := db.sweepIngests(ctx, held, start, &stats); err != nil {
+	if err := db.sweepIngests(ctx, live.held, start, &stats); err != nil {
+		errs = append(errs, err)
+	}
+	if err := db.sweepSnapshots(ctx, live.snapshots, &stats); err != nil {
 		errs = append(errs, err)
 	}
 	stats.Duration = time.Since(start)
 	return stats, errors.Join(errs...)
 }
 
+// gcNode is a content record (snapshotter empty, key a digest) or a
+// snapshot record (key in snapshotter) of one namespace.
+type gcNode struct {
+	snapshotter string
+	key         string
+}
+
+// gcRefs calls mark for every record the labels refer to.
+func gcRefs(labels *bolt.Bucket, mark func(gcNode)) {
+	if labels == nil {
+		return
+	}
+	_ = labels.ForEach(func(k, v []byte) error {
+		key := string(k)
+		switch {
+		case strings.HasPrefix(key, LabelGCRefContent):
+			if digest.Digest(v).Validate() == nil {
+				mark(gcNode{key: string(v)})
+			}
+		case strings.HasPrefix(key, LabelGCRefSnapshot):
+			sn, _, _ := strings.Cut(strings.TrimPrefix(key, LabelGCRefSnapshot), "/")
+			if sn != "" {
+				mark(gcNode{snapshotter: sn, key: string(v)})
+			}
+		}
+		return nil
+	})
+}
+
 // collectNamespace marks from the namespace's roots, deletes its expired
-// leases and unmarked content records, and notes what is left.
-func collectNamespace(ns string, nb *bolt.Bucket, now time.Time, stats *GCStats, recorded map[digest.Digest]bool, held map[string]bool) error {
-	marked := map[string]bool{}
-	var queue []string
-	mark := func(d string) {
-		if d != "" && !marked[d] {
-			marked[d] = true
-			queue = append(queue, d)
+// leases and unmarked content and snapshot records, and notes what is left.
+func collectNamespace(ns string, nb *bolt.Bucket, now time.Time, stats *GCStats, live *gcLive) error {
+	marked := map[gcNode]bool{}
+	var queue []gcNode
+	mark := func(n gcNode) {
+		if n.key != "" && !marked[n] {
+			marked[n] = true
+			queue = append(queue, n)
 		}
 	}
 
@@ -93,12 +141,14 @@ func collectNamespace(ns string, nb *bolt.Bucket, now time.Time, stats *GCStats,
 			return nil
 		}
 		if rb := lb.Bucket(bucketKeyContent); rb != nil {
-			_ = rb.ForEach(func(k, _ []byte) error { mark(string(k)); return nil })
+			_ = rb.ForEach(func(k, _ []byte) error { mark(gcNode{key: string(k)}); return nil })
 		}
 		if rb := lb.Bucket(bucketKeyIngests); rb != nil {
-			_ = rb.ForEach(func(k, _ []byte) error { held[backingRef(ns, string(k))] = true; return nil })
+			_ = rb.ForEach(func(k, _ []byte) error { live.held[backingRef(ns, string(k))] = true; return nil })
 		}
-		return nil
+		return forEachBucket(lb.Bucket(bucketKeySnapshots), func(sn []byte, rb *bolt.Bucket) error {
+			return rb.ForEach(func(k, _ []byte) error { mark(gcNode{snapshotter: string(sn), key: string(k)}); return nil })
+		})
 	}); err != nil {
 		return err
 	}
@@ -112,41 +162,53 @@ func collectNamespace(ns string, nb *bolt.Bucket, now time.Time, stats *GCStats,
 	// Roots: image targets.
 	if err := forEachBucket(nb.Bucket(bucketKeyImages), func(_ []byte, ib *bolt.Bucket) error {
 		if tb := ib.Bucket(bucketKeyTarget); tb != nil {
-			mark(string(tb.Get(keyDigest)))
+			mark(gcNode{key: string(tb.Get(keyDigest))})
 		}
 		return nil
 	}); err != nil {
 		return err
 	}
 
-	// Edges: gc.ref.content labels of the records reached.
+	// Roots: snapshots labelled as such.
+	snaps := nb.Bucket(bucketKeySnapshots)
+	if err := forEachBucket(snaps, func(sn []byte, sbkt *bolt.Bucket) error {
+		return forEachBucket(sbkt, func(key []byte, kb *bolt.Bucket) error {
+			if lb := kb.Bucket(bucketKeyLabels); lb != nil && lb.Get([]byte(LabelGCRoot)) != nil {
+				mark(gcNode{snapshotter: string(sn), key: string(key)})
+			}
+			return nil
+		})
+	}); err != nil {
+		return err
+	}
+
+	// Edges: gc.ref labels of the records reached, and the parents of the
+	// snapshots reached.
 	blobs := nestedBucket(nb, bucketKeyContent, bucketKeyBlob)
-	prefix := []byte(LabelGCRefContent)
 	for len(queue) > 0 {
-		d := queue[0]
+		n := queue[0]
 		queue = queue[1:]
-		if blobs == nil {
+		if n.snapshotter == "" {
+			if bb := nestedBucket(blobs, []byte(n.key)); bb != nil {
+				gcRefs(bb.Bucket(bucketKeyLabels), mark)
+			}
 			continue
 		}
-		bb := blobs.Bucket([]byte(d))
-		if bb == nil {
+		kb := nestedBucket(snaps, []byte(n.snapshotter), []byte(n.key))
+		if kb == nil {
 			continue
 		}
-		if lb := bb.Bucket(bucketKeyLabels); lb != nil {
-			_ = lb.ForEach(func(k, v []byte) error {
-				if bytes.HasPrefix(k, prefix) && digest.Digest(v).Validate() == nil {
-					mark(string(v))
-				}
-				return nil
-			})
+		if p := kb.Get(keyParent); len(p) > 0 {
+			mark(gcNode{snapshotter: n.snapshotter, key: string(p)})
 		}
+		gcRefs(kb.Bucket(bucketKeyLabels), mark)
 	}
 
 	// Sweep content records.
 	var dead [][]byte
 	_ = forEachBucket(blobs, func(k []byte, _ *bolt.Bucket) error {
-		if marked[string(k)] {
-			recorded[digest.Digest(k)] = true
+		if marked[gcNode{key: string(k)}] {
+			live.blobs[digest.Digest(k)] = true
 		} else {
 			dead = append(dead, bytes.Clone(k))
 		}
@@ -158,7 +220,42 @@ func collectNamespace(ns string, nb *bolt.Bucket, now time.Time, stats *GCStats,
 		}
 		stats.ContentDeleted++
 	}
-	return nil
+
+	// Sweep snapshot records. A marked child marks its parent, so what goes
+	// has no child that stays; the parents that stay forget the children
+	// that go.
+	return forEachBucket(snaps, func(sn []byte, sbkt *bolt.Bucket) error {
+		name := string(sn)
+		if live.snapshots[name] == nil {
+			live.snapshots[name] = map[string]bool{}
+		}
+		type deadSnapshot struct {
+			key    []byte
+			parent string
+		}
+		var dead []deadSnapshot
+		_ = forEachBucket(sbkt, func(key []byte, kb *bolt.Bucket) error {
+			rec := readSnapshotRecord(kb)
+			if marked[gcNode{snapshotter: name, key: string(key)}] {
+				live.snapshots[name][rec.bkey] = true
+			} else {
+				dead = append(dead, deadSnapshot{key: bytes.Clone(key), parent: rec.parent})
+			}
+			return nil
+		})
+		for _, d := range dead {
+			if err := sbkt.DeleteBucket(d.key); err != nil {
+				return fmt.Errorf("deleting record of snapshot %q of snapshotter %s in namespace %q: %w", d.key, name, ns, err)
+			}
+			stats.SnapshotsDeleted++
+		}
+		for _, d := range dead {
+			if err := setChild(sbkt, d.parent, string(d.key), false); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 }
 
 // leaseExpired reports whether the lease's expiry label is in the past. A
@@ -264,4 +361,49 @@ func lastActive(st content.Status) time.Time {
 		return st.StartedAt
 	}
 	return st.UpdatedAt
+}
+
+// sweepSnapshots removes from each backend the snapshots berthd made that
+// no namespace records any more, children before parents. Backend
+// snapshots whose names berthd did not make are left alone.
+func (db *DB) sweepSnapshots(ctx context.Context, recorded map[string]map[string]bool, stats *GCStats) error {
+	var errs []error
+	for _, name := range slices.Sorted(maps.Keys(db.snapshotters)) {
+		backend := db.snapshotters[name].backend
+		parents := map[string]string{}
+		var unrecorded []string
+		err := backend.Walk(ctx, func(_ context.Context, info snapshots.Info) error {
+			parents[info.Name] = info.Parent
+			if isBackendKey(info.Name) && !recorded[name][info.Name] {
+				unrecorded = append(unrecorded, info.Name)
+			}
+			return nil
+		})
+		if err != nil {
+			errs = append(errs, fmt.Errorf("garbage collection: listing the snapshots of snapshotter %s: %w", name, err))
+			continue
+		}
+		depth := func(bkey string) int {
+			d := 0
+			for p := parents[bkey]; p != "" && d <= len(parents); p = parents[p] {
+				d++
+			}
+			return d
+		}
+		sort.SliceStable(unrecorded, func(i, j int) bool { return depth(unrecorded[i]) > depth(unrecorded[j]) })
+		for _, bkey := range unrecorded {
+			err := backend.Remove(ctx, bkey)
+			switch {
+			case err == nil:
+				stats.SnapshotsRemoved++
+			case errdefs.IsNotFound(err):
+			case errdefs.IsFailedPrecondition(err):
+				// A child berthd did not make keeps it.
+				slog.DebugContext(ctx, "garbage collection: snapshot kept by the backend", "snapshotter", name, "snapshot", bkey, "error", err)
+			default:
+				errs = append(errs, fmt.Errorf("garbage collection: removing snapshot %q from snapshotter %s: %w", bkey, name, err))
+			}
+		}
+	}
+	return errors.Join(errs...)
 }

@@ -14,9 +14,21 @@ const (
 	// ("berth.gc.ref.content.m.0", "berth.gc.ref.content.config", ...) holds
 	// a digest that stays alive as long as the record does.
 	LabelGCRefContent = "berth.gc.ref.content"
+	// LabelGCRefSnapshot followed by a snapshotter's name prefixes the
+	// labels of a content or snapshot record that name a snapshot of that
+	// snapshotter ("berth.gc.ref.snapshot.overlay" = a chain ID): the
+	// snapshot stays alive as long as the record does. A "/" may follow the
+	// snapshotter's name to give several ("berth.gc.ref.snapshot.overlay/1").
+	LabelGCRefSnapshot = "berth.gc.ref.snapshot."
+	// LabelGCRoot on a snapshot makes it a root of garbage collection
+	// whatever its value (conventionally "true"): it stays until removed.
+	LabelGCRoot = "berth.gc.root"
 	// LabelGCExpire holds the RFC 3339 time after which the garbage collector
 	// deletes a lease.
 	LabelGCExpire = leases.LabelExpire
+
+	// labelGCPrefix starts every label the garbage collector reads.
+	labelGCPrefix = "berth.gc."
 
 	// maxLabelSize bounds a label's key and value together.
 	maxLabelSize = 4096
@@ -81,6 +93,3 @@ func copyMap(m map[string]string) map[string]string {
 	}
 	return c
 }
-
-// labelField looks up a "labels.KEY" style field path in m: the key is the
-// rest of the path joined by dots, so both labels."a.b" and labels.a.b work.

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 
 	digest "github.com/opencontainers/go-digest"
@@ -25,6 +26,9 @@ import (
 const (
 	ResourceContent = "content" // ID is a digest
 	ResourceIngests = "ingests" // ID is an ingest ref
+	// ResourceSnapshotPrefix followed by a snapshotter's name is the type
+	// of its snapshots ("snapshots/overlay"); ID is the snapshot's key.
+	ResourceSnapshotPrefix = "snapshots/"
 )
 
 type leaseManager struct{ db *DB }
@@ -168,21 +172,36 @@ func leaseAdaptor(l leases.Lease) filters.Adaptor {
 	})
 }
 
-// resourceKey checks r and returns its bucket in a lease.
-func resourceKey(r leases.Resource) ([]byte, error) {
-	switch r.Type {
-	case ResourceContent:
+// resourcePath checks r and returns its bucket path in a lease.
+func resourcePath(r leases.Resource) ([][]byte, error) {
+	switch {
+	case r.Type == ResourceContent:
 		if err := digest.Digest(r.ID).Validate(); err != nil {
 			return nil, fmt.Errorf("content resource %q is not a digest: %v: %w", r.ID, err, errdefs.ErrInvalidArgument)
 		}
-		return bucketKeyContent, nil
-	case ResourceIngests:
+		return [][]byte{bucketKeyContent}, nil
+	case r.Type == ResourceIngests:
 		if r.ID == "" {
 			return nil, fmt.Errorf("ingest resource needs a ref: %w", errdefs.ErrInvalidArgument)
 		}
-		return bucketKeyIngests, nil
+		return [][]byte{bucketKeyIngests}, nil
+	case strings.HasPrefix(r.Type, ResourceSnapshotPrefix):
+		sn := strings.TrimPrefix(r.Type, ResourceSnapshotPrefix)
+		if err := identifiers.Validate(sn); err != nil {
+			return nil, fmt.Errorf("resource type %q does not name a snapshotter: %w", r.Type, err)
+		}
+		if r.ID == "" {
+			return nil, fmt.Errorf("snapshot resource needs a key: %w", errdefs.ErrInvalidArgument)
+		}
+		return snapshotLeasePath(sn), nil
 	}
-	return nil, fmt.Errorf("resource type %q is not supported: use %q or %q: %w", r.Type, ResourceContent, ResourceIngests, errdefs.ErrInvalidArgument)
+	return nil, fmt.Errorf("resource type %q is not supported: use %q, %q or %q: %w",
+		r.Type, ResourceContent, ResourceIngests, ResourceSnapshotPrefix+"<snapshotter>", errdefs.ErrInvalidArgument)
+}
+
+// snapshotLeasePath is where a lease holds the snapshots of snapshotter sn.
+func snapshotLeasePath(sn string) [][]byte {
+	return [][]byte{bucketKeySnapshots, []byte(sn)}
 }
 
 func (m *leaseManager) AddResource(ctx context.Context, lease leases.Lease, r leases.Resource) error {
@@ -190,12 +209,12 @@ func (m *leaseManager) AddResource(ctx context.Context, lease leases.Lease, r le
 	if err != nil {
 		return err
 	}
-	kind, err := resourceKey(r)
+	path, err := resourcePath(r)
 	if err != nil {
 		return err
 	}
 	return m.db.bdb.Update(func(tx *bolt.Tx) error {
-		return addLeaseResource(tx, ns, lease.ID, kind, r.ID)
+		return addLeaseResourceAt(tx, ns, lease.ID, path, r.ID)
 	})
 }
 
@@ -204,12 +223,12 @@ func (m *leaseManager) DeleteResource(ctx context.Context, lease leases.Lease, r
 	if err != nil {
 		return err
 	}
-	kind, err := resourceKey(r)
+	path, err := resourcePath(r)
 	if err != nil {
 		return err
 	}
 	err = m.db.bdb.Update(func(tx *bolt.Tx) error {
-		return deleteLeaseResource(tx, ns, lease.ID, kind, r.ID)
+		return deleteLeaseResourceAt(tx, ns, lease.ID, path, r.ID)
 	})
 	if err != nil {
 		return err
@@ -239,7 +258,12 @@ func (m *leaseManager) ListResources(ctx context.Context, lease leases.Lease) ([
 				}
 			}
 		}
-		return nil
+		return forEachBucket(lb.Bucket(bucketKeySnapshots), func(sn []byte, rb *bolt.Bucket) error {
+			return rb.ForEach(func(k, _ []byte) error {
+				out = append(out, leases.Resource{ID: string(k), Type: ResourceSnapshotPrefix + string(sn)})
+				return nil
+			})
+		})
 	})
 	return out, err
 }
@@ -247,13 +271,22 @@ func (m *leaseManager) ListResources(ctx context.Context, lease leases.Lease) ([
 // addLeaseResource records id under kind ("content" or "ingests") in the
 // lease; the lease must exist.
 func addLeaseResource(tx *bolt.Tx, ns, lease string, kind []byte, id string) error {
+	return addLeaseResourceAt(tx, ns, lease, [][]byte{kind}, id)
+}
+
+// addLeaseResourceAt records id under the bucket path in the lease; the
+// lease must exist.
+func addLeaseResourceAt(tx *bolt.Tx, ns, lease string, path [][]byte, id string) error {
 	lb := getBucket(tx, nsPath(ns, bucketKeyLeases, []byte(lease))...)
 	if lb == nil {
 		return leaseNotFound(lease, ns)
 	}
-	rb, err := lb.CreateBucketIfNotExists(kind)
-	if err != nil {
-		return err
+	rb := lb
+	for _, p := range path {
+		var err error
+		if rb, err = rb.CreateBucketIfNotExists(p); err != nil {
+			return err
+		}
 	}
 	return rb.Put([]byte(id), nil)
 }
@@ -261,11 +294,16 @@ func addLeaseResource(tx *bolt.Tx, ns, lease string, kind []byte, id string) err
 // deleteLeaseResource removes id from the lease; removing what the lease
 // does not hold is not an error.
 func deleteLeaseResource(tx *bolt.Tx, ns, lease string, kind []byte, id string) error {
+	return deleteLeaseResourceAt(tx, ns, lease, [][]byte{kind}, id)
+}
+
+// deleteLeaseResourceAt removes id from the bucket path in the lease.
+func deleteLeaseResourceAt(tx *bolt.Tx, ns, lease string, path [][]byte, id string) error {
 	lb := getBucket(tx, nsPath(ns, bucketKeyLeases, []byte(lease))...)
 	if lb == nil {
 		return leaseNotFound(lease, ns)
 	}
-	if rb := lb.Bucket(kind); rb != nil {
+	if rb := nestedBucket(lb, path...); rb != nil {
 		return rb.Delete([]byte(id))
 	}
 	return nil

@@ -66,9 +66,9 @@ func TestLeaseManager(t *testing.T) {
 		t.Error(err)
 	}
 	for name, r := range map[string]leases.Resource{
-		"snapshot type": {Type: "snapshots/overlay", ID: "x"},
-		"bad digest":    {Type: "content", ID: "nope"},
-		"empty ingest":  {Type: "ingests"},
+		"unknown type": {Type: "volumes", ID: "x"},
+		"bad digest":   {Type: "content", ID: "nope"},
+		"empty ingest": {Type: "ingests"},
 	} {
 		if err := lm.AddResource(ctx, named, r); !errdefs.IsInvalidArgument(err) {
 			t.Errorf("AddResource %s: %v, want invalid argument", name, err)

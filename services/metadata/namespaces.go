@@ -126,6 +126,7 @@ func (s *namespaceStore) Delete(ctx context.Context, name string) error {
 			{countBuckets(blobsBucket(tx, name)), "blob"},
 			{len(backingIngests), "ingest"},
 			{countBuckets(leasesBucket(tx, name)), "lease"},
+			{countSnapshots(tx, name), "snapshot"},
 		} {
 			if c.n == 1 {
 				left = append(left, fmt.Sprintf("1 %s", c.what))
@@ -144,6 +145,17 @@ func (s *namespaceStore) Delete(ctx context.Context, name string) error {
 	}
 	s.db.publish(nsctx.WithNamespace(ctx, name), "/namespaces/delete", &eventsv1.NamespaceDelete{Name: name})
 	return nil
+}
+
+// countSnapshots counts the namespace's snapshot records of every
+// snapshotter.
+func countSnapshots(tx *bolt.Tx, ns string) int {
+	n := 0
+	_ = forEachBucket(getBucket(tx, nsPath(ns, bucketKeySnapshots)...), func(_ []byte, sbkt *bolt.Bucket) error {
+		n += countBuckets(sbkt)
+		return nil
+	})
+	return n
 }
 
 func namespaceNotFound(name string) error {

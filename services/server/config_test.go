@@ -3,6 +3,7 @@ package server
 import (
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -28,8 +29,9 @@ log_level = "debug"
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := Config{Root: "/srv/berth", State: "/run/berth", Address: "/srv/berth.sock", MetricsAddress: "127.0.0.1:9323", LogLevel: "debug"}
-	if cfg != want {
+	want := DefaultConfig()
+	want.Root, want.Address, want.MetricsAddress, want.LogLevel = "/srv/berth", "/srv/berth.sock", "127.0.0.1:9323", "debug"
+	if !reflect.DeepEqual(cfg, want) {
 		t.Fatalf("got %+v, want %+v (keys not in the file keep their defaults)", cfg, want)
 	}
 }
@@ -39,10 +41,10 @@ func TestLoadConfigMissing(t *testing.T) {
 		t.Skipf("%s exists on this machine", DefaultConfigPath)
 	}
 	cfg, err := LoadConfig(DefaultConfigPath)
-	if err != nil || cfg != DefaultConfig() {
+	if err != nil || !reflect.DeepEqual(cfg, DefaultConfig()) {
 		t.Fatalf("missing default file: %+v, %v; want the defaults", cfg, err)
 	}
-	if cfg, err := LoadConfig(""); err != nil || cfg != DefaultConfig() {
+	if cfg, err := LoadConfig(""); err != nil || !reflect.DeepEqual(cfg, DefaultConfig()) {
 		t.Fatalf("no file: %+v, %v; want the defaults", cfg, err)
 	}
 	missing := filepath.Join(t.TempDir(), "nope.toml")
@@ -97,7 +99,90 @@ func TestExampleConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg != DefaultConfig() {
+	if !reflect.DeepEqual(cfg, DefaultConfig()) {
 		t.Fatalf("deploy/berthd.toml gives %+v, defaults are %+v", cfg, DefaultConfig())
+	}
+}
+
+func TestLoadConfigSnapshotters(t *testing.T) {
+	cfg, err := LoadConfig(writeConfig(t, `
+default_snapshotter = "native"
+snapshotter_binary = "/opt/berth/berth-snapshotter"
+
+[snapshotters.overlay]
+disabled = true
+
+[snapshotters.fast]
+backend = "overlay"
+
+[snapshotters.remote]
+address = "/run/remote/snapshots.sock"
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]SnapshotterConfig{
+		"overlay": {Disabled: true},
+		"native":  {}, // a default the file does not mention stays
+		"fast":    {Backend: "overlay"},
+		"remote":  {Address: "/run/remote/snapshots.sock"},
+	}
+	if !reflect.DeepEqual(cfg.Snapshotters, want) || cfg.DefaultSnapshotter != "native" || cfg.SnapshotterBinary != "/opt/berth/berth-snapshotter" {
+		t.Fatalf("got %+v", cfg)
+	}
+	cfg.Root, cfg.State = "/r", "/s"
+	resolved, err := cfg.resolve()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want = map[string]SnapshotterConfig{
+		"native": {Backend: "native"},
+		"fast":   {Backend: "overlay"},
+		"remote": {Address: "/run/remote/snapshots.sock"},
+	}
+	if !reflect.DeepEqual(resolved.Snapshotters, want) {
+		t.Errorf("resolved snapshotters %+v, want %+v (disabled ones dropped, backends filled in)", resolved.Snapshotters, want)
+	}
+	if got := resolved.snapshotterAddress("fast", resolved.Snapshotters["fast"]); got != "/s/snapshotter-fast.sock" {
+		t.Errorf("embedded snapshotter served at %q, want in the state folder", got)
+	}
+
+	_, err = LoadConfig(writeConfig(t, "[snapshotters.overlay]\nadress = \"/x.sock\"\n"))
+	if !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), "snapshotters.overlay.adress") {
+		t.Errorf("unknown snapshotter key: %v, want invalid argument naming it", err)
+	}
+}
+
+func TestResolveSnapshotters(t *testing.T) {
+	base := Config{Root: "/r", State: "/s"}
+	cfg, err := base.resolve()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.DefaultSnapshotter != "overlay" || len(cfg.Snapshotters) != 2 || cfg.Snapshotters["overlay"].Backend != "overlay" {
+		t.Errorf("defaults: %+v", cfg)
+	}
+	for name, c := range map[string]Config{
+		"default disabled":    {DefaultSnapshotter: "overlay", Snapshotters: map[string]SnapshotterConfig{"overlay": {Disabled: true}}},
+		"default unknown":     {DefaultSnapshotter: "zfs"},
+		"unknown backend":     {Snapshotters: map[string]SnapshotterConfig{"zfs": {}}},
+		"address and backend": {Snapshotters: map[string]SnapshotterConfig{"x": {Address: "/x.sock", Backend: "native"}}},
+		"bad name":            {Snapshotters: map[string]SnapshotterConfig{"no/slash": {Address: "/x.sock"}}},
+		"long address":        {Snapshotters: map[string]SnapshotterConfig{"x": {Address: "/" + strings.Repeat("a", 120)}}},
+		"long state":          {State: "/" + strings.Repeat("s", 90)},
+	} {
+		c.Root = "/r"
+		if c.State == "" {
+			c.State = "/s"
+		}
+		if _, err := c.resolve(); !errdefs.IsInvalidArgument(err) {
+			t.Errorf("%s: %v, want invalid argument", name, err)
+		}
+	}
+	none, err := Config{Root: "/r", State: "/s", Snapshotters: map[string]SnapshotterConfig{
+		"overlay": {Disabled: true}, "native": {Disabled: true},
+	}}.resolve()
+	if err != nil || len(none.Snapshotters) != 0 {
+		t.Errorf("all disabled: %+v, %v; want no snapshotters and no error", none.Snapshotters, err)
 	}
 }

@@ -1,8 +1,9 @@
 // Package server wires berthd together: the metadata database, the content
-// store, the event exchange and every gRPC service, served on one unix
-// socket, with Prometheus metrics on an optional HTTP address. Each service
-// is constructed and registered here, explicitly, so that a reader can follow
-// from main to every service.
+// store, the event exchange, the snapshotters (berth-snapshotter children it
+// supervises, or external processes it connects to) and every gRPC service,
+// served on one unix socket, with Prometheus metrics on an optional HTTP
+// address. Each service is constructed and registered here, explicitly, so
+// that a reader can follow from main to every service.
 package server
 
 import (
@@ -34,6 +35,8 @@ import (
 	"github.com/berth-engine/berth/internal/version"
 	"github.com/berth-engine/berth/services/content/contentserver"
 	"github.com/berth-engine/berth/services/content/local"
+	"github.com/berth-engine/berth/services/diff/diffserver"
+	difflocal "github.com/berth-engine/berth/services/diff/local"
 	"github.com/berth-engine/berth/services/events/eventserver"
 	"github.com/berth-engine/berth/services/events/exchange"
 	"github.com/berth-engine/berth/services/images/imageserver"
@@ -41,26 +44,31 @@ import (
 	"github.com/berth-engine/berth/services/leases/leaseserver"
 	"github.com/berth-engine/berth/services/metadata"
 	"github.com/berth-engine/berth/services/namespaces/namespaceserver"
+	"github.com/berth-engine/berth/snapshotter/snapshotserver"
 )
 
 const (
 	// shutdownTimeout bounds how long a graceful stop waits for calls in
 	// flight before it cuts them off.
 	shutdownTimeout = 10 * time.Second
+	// snapshotterStartTimeout bounds the wait at start for the children to
+	// serve; berthd serves without the ones that are late.
+	snapshotterStartTimeout = 15 * time.Second
 	// boltTimeout bounds the wait for bbolt's own lock on metadata.db.
 	boltTimeout = 5 * time.Second
 )
 
 // Server is a configured berthd, ready to Serve.
 type Server struct {
-	cfg      Config
-	lock     *rootLock
-	bdb      *bolt.DB
-	db       *metadata.DB
-	exchange *exchange.Exchange
-	grpc     *grpc.Server
-	health   *health.Server
-	registry *prometheus.Registry
+	cfg          Config
+	lock         *rootLock
+	bdb          *bolt.DB
+	db           *metadata.DB
+	snapshotters *snapshotterSet
+	exchange     *exchange.Exchange
+	grpc         *grpc.Server
+	health       *health.Server
+	registry     *prometheus.Registry
 
 	ready    chan struct{} // closed once Serve listens
 	stopping chan struct{} // closed when Stop begins
@@ -121,9 +129,21 @@ func New(ctx context.Context, cfg Config) (_ *Server, retErr error) {
 	if err != nil {
 		return nil, fmt.Errorf("opening content store: %w", err)
 	}
+	if s.snapshotters, err = startSnapshotters(cfg); err != nil {
+		return nil, err
+	}
+	undo = append(undo, s.snapshotters.stop)
+	waitCtx, cancel := context.WithTimeout(ctx, snapshotterStartTimeout)
+	s.snapshotters.waitReady(waitCtx)
+	cancel()
+	mountsDir := filepath.Join(cfg.State, "mounts")
+	if err := os.MkdirAll(mountsDir, 0o700); err != nil {
+		return nil, fmt.Errorf("creating the folder for temporary mounts: %w", err)
+	}
+
 	s.exchange = exchange.New()
 	undo = append(undo, s.exchange.Close)
-	s.db = metadata.NewDB(s.bdb, cs, s.exchange)
+	s.db = metadata.NewDB(s.bdb, cs, s.exchange, metadata.WithSnapshotters(s.snapshotters.backends()))
 	undo = append(undo, func() { s.db.Close() })
 	if err := s.db.Init(ctx); err != nil {
 		return nil, fmt.Errorf("initialising metadata database %s: %w", dbPath, err)
@@ -148,10 +168,12 @@ func New(ctx context.Context, cfg Config) (_ *Server, retErr error) {
 		grpc.ChainStreamInterceptor(grpcMetrics.StreamServerInterceptor(), logFailedStream),
 	)
 	intro, err := introspection.New(introspection.Config{
-		Root:           cfg.Root,
-		State:          cfg.State,
-		Services:       s.grpc,
-		MetadataSchema: s.db.SchemaVersion(),
+		Root:               cfg.Root,
+		State:              cfg.State,
+		Services:           s.grpc,
+		MetadataSchema:     s.db.SchemaVersion(),
+		Snapshotters:       s.snapshotters.components,
+		DefaultSnapshotter: cfg.DefaultSnapshotter,
 	})
 	if err != nil {
 		return nil, err
@@ -161,6 +183,8 @@ func New(ctx context.Context, cfg Config) (_ *Server, retErr error) {
 	leaseserver.Register(s.grpc, s.db.Leases())
 	namespaceserver.Register(s.grpc, s.db.Namespaces())
 	eventserver.Register(s.grpc, s.exchange)
+	snapshotserver.RegisterMulti(s.grpc, s.snapshotters.lookup(s.db))
+	diffserver.Register(s.grpc, difflocal.New(s.db.ContentStore(), mountsDir))
 	introspection.Register(s.grpc, intro)
 	s.health = health.NewServer()
 	healthpb.RegisterHealthServer(s.grpc, s.health)
@@ -299,6 +323,8 @@ func (s *Server) Stop() {
 		if err := s.bdb.Close(); err != nil {
 			slog.Warn("closing metadata database", "error", err)
 		}
+		// After the metadata store, whose collector may be using them.
+		s.snapshotters.stop()
 		if lis != nil {
 			// Closing the listener normally unlinks the socket already.
 			if err := os.Remove(s.cfg.Address); err != nil && !errors.Is(err, os.ErrNotExist) {

@@ -40,7 +40,8 @@ import (
 )
 
 // testConfig returns a configuration on fresh folders, with the socket in a
-// short folder of its own: unix socket paths must stay under 108 bytes.
+// short folder of its own: unix socket paths must stay under 108 bytes. The
+// embedded snapshotters are off; the tests that want them turn them on.
 func testConfig(t *testing.T) Config {
 	t.Helper()
 	sockDir, err := os.MkdirTemp("", "berth")
@@ -54,6 +55,10 @@ func testConfig(t *testing.T) Config {
 		State:    filepath.Join(base, "state"),
 		Address:  filepath.Join(sockDir, "berthd.sock"),
 		LogLevel: "debug",
+		Snapshotters: map[string]SnapshotterConfig{
+			"overlay": {Disabled: true},
+			"native":  {Disabled: true},
+		},
 	}
 }
 
@@ -117,11 +122,13 @@ func TestServer(t *testing.T) {
 
 	wantServices := []string{
 		"berth.content.v1.Content",
+		"berth.diff.v1.Diff",
 		"berth.events.v1.Events",
 		"berth.images.v1.Images",
 		"berth.introspection.v1.Introspection",
 		"berth.leases.v1.Leases",
 		"berth.namespaces.v1.Namespaces",
+		"berth.snapshots.v1.Snapshots",
 		"grpc.health.v1.Health",
 	}
 	t.Run("reflection", func(t *testing.T) {

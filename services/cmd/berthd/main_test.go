@@ -5,6 +5,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"reflect"
 	"testing"
 
 	"github.com/berth-engine/berth/internal/errdefs"
@@ -20,8 +21,9 @@ func TestFlagsOverrideConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := server.Config{Root: "/from/flag", State: "/state/from/file", MetricsAddress: "127.0.0.1:0", LogLevel: "warn"}
-	if cfg != want {
+	want := server.DefaultConfig()
+	want.Root, want.State, want.MetricsAddress, want.LogLevel = "/from/flag", "/state/from/file", "127.0.0.1:0", "warn"
+	if !reflect.DeepEqual(cfg, want) {
 		t.Fatalf("got %+v, want %+v", cfg, want)
 	}
 }
