@@ -32,6 +32,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/berth-engine/berth/internal/errdefs"
+	"github.com/berth-engine/berth/internal/sockets"
 	"github.com/berth-engine/berth/internal/version"
 	"github.com/berth-engine/berth/services/content/contentserver"
 	"github.com/berth-engine/berth/services/content/local"
@@ -231,7 +232,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	default:
 	}
 
-	lis, err := listenUnix(s.cfg.Address)
+	lis, err := sockets.ListenUnix(s.cfg.Address)
 	if err != nil {
 		s.Stop()
 		return err
@@ -346,35 +347,6 @@ func makeDir(dir string) error {
 		return fmt.Errorf("setting the mode of %s: %w", dir, err)
 	}
 	return nil
-}
-
-// listenUnix listens on the socket at path with mode 0660. A socket file
-// left by a berthd that died is removed; one that answers is not.
-func listenUnix(path string) (net.Listener, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o711); err != nil {
-		return nil, fmt.Errorf("creating the folder of socket %s: %w", path, err)
-	}
-	if fi, err := os.Lstat(path); err == nil {
-		if fi.Mode()&os.ModeSocket == 0 {
-			return nil, fmt.Errorf("%s exists and is not a socket: remove it or choose another --address: %w", path, errdefs.ErrFailedPrecondition)
-		}
-		if conn, err := net.DialTimeout("unix", path, time.Second); err == nil {
-			conn.Close()
-			return nil, fmt.Errorf("another process is serving on %s: stop it or choose another --address: %w", path, errdefs.ErrUnavailable)
-		}
-		if err := os.Remove(path); err != nil {
-			return nil, fmt.Errorf("removing stale socket %s: %w", path, err)
-		}
-	}
-	lis, err := net.Listen("unix", path)
-	if err != nil {
-		return nil, fmt.Errorf("listening on %s: %w", path, err)
-	}
-	if err := os.Chmod(path, 0o660); err != nil {
-		lis.Close()
-		return nil, fmt.Errorf("setting the mode of socket %s: %w", path, err)
-	}
-	return lis, nil
 }
 
 // logFailedUnary logs calls that fail, at debug: clients see the error, and

@@ -14,10 +14,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"syscall"
 	"time"
 
@@ -26,6 +24,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
 
+	"github.com/berth-engine/berth/internal/sockets"
 	"github.com/berth-engine/berth/internal/version"
 	"github.com/berth-engine/berth/snapshotter/native"
 	"github.com/berth-engine/berth/snapshotter/overlay"
@@ -116,7 +115,7 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) (retErr error) {
 		log.Warn("cleaning up after an earlier run", "error", err)
 	}
 
-	lis, err := listenUnix(cfg.address)
+	lis, err := sockets.ListenUnix(cfg.address)
 	if err != nil {
 		return err
 	}
@@ -160,35 +159,6 @@ func open(backend, root string) (snapshots.Snapshotter, error) {
 		return native.New(root)
 	}
 	return overlay.New(root)
-}
-
-// listenUnix listens on the socket at path with mode 0660. A socket file
-// left by a process that died is removed; one that answers is not.
-func listenUnix(path string) (net.Listener, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o711); err != nil {
-		return nil, fmt.Errorf("creating the folder of socket %s: %w", path, err)
-	}
-	if fi, err := os.Lstat(path); err == nil {
-		if fi.Mode()&os.ModeSocket == 0 {
-			return nil, fmt.Errorf("%s exists and is not a socket: remove it or choose another --address", path)
-		}
-		if conn, err := net.DialTimeout("unix", path, time.Second); err == nil {
-			conn.Close()
-			return nil, fmt.Errorf("another process is serving on %s: stop it or choose another --address", path)
-		}
-		if err := os.Remove(path); err != nil {
-			return nil, fmt.Errorf("removing stale socket %s: %w", path, err)
-		}
-	}
-	lis, err := net.Listen("unix", path)
-	if err != nil {
-		return nil, fmt.Errorf("listening on %s: %w", path, err)
-	}
-	if err := os.Chmod(path, 0o660); err != nil {
-		lis.Close()
-		return nil, fmt.Errorf("setting the mode of socket %s: %w", path, err)
-	}
-	return lis, nil
 }
 
 // logCalls logs each call at debug level, failures with their error.
