@@ -21,7 +21,7 @@ BUF_VERSION := v1.75.0
 PROTOC_GEN_GO_VERSION := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
 
-COMMANDS := berthd berth mkimage bench
+COMMANDS := berthd berth-snapshotter berth mkimage bench
 DEMO_ROOT ?= /var/lib/berth
 DEMO_STATE ?= /run/berth
 
@@ -61,6 +61,7 @@ $(TOOLS)/protoc-gen-go-grpc:
 build:
 	@mkdir -p $(BIN)
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/berthd ./services/cmd/berthd
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/berth-snapshotter ./snapshotter/cmd/berth-snapshotter
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/berth ./cli/cmd/berth
 	$(GO) build -o $(BIN)/mkimage ./tools/mkimage
 	$(GO) build -o $(BIN)/bench ./tools/bench

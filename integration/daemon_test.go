@@ -88,6 +88,9 @@ func startDaemon(t *testing.T, extraArgs ...string) *daemon {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(base) })
+	// Runs after berthd stopped (cleanups run last first), before the
+	// folders go: a mount left there would make RemoveAll reach through it.
+	t.Cleanup(func() { checkNoMounts(t, base) })
 	d := &daemon{
 		t:     t,
 		root:  filepath.Join(base, "root"),

@@ -18,23 +18,30 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/types/known/emptypb"
 
 	"github.com/berth-engine/berth/internal/errdefs"
 	"github.com/berth-engine/berth/internal/identifiers"
 	"github.com/berth-engine/berth/internal/namespaces"
 	contentv1 "github.com/berth-engine/berth/proto/content/v1"
+	diffv1 "github.com/berth-engine/berth/proto/diff/v1"
 	imagesv1 "github.com/berth-engine/berth/proto/images/v1"
 	introspectionv1 "github.com/berth-engine/berth/proto/introspection/v1"
 	leasesv1 "github.com/berth-engine/berth/proto/leases/v1"
 	namespacesv1 "github.com/berth-engine/berth/proto/namespaces/v1"
+	snapshotsv1 "github.com/berth-engine/berth/proto/snapshots/v1"
 	"github.com/berth-engine/berth/services/content"
 	"github.com/berth-engine/berth/services/content/contentproxy"
+	"github.com/berth-engine/berth/services/diff"
+	"github.com/berth-engine/berth/services/diff/diffproxy"
 	"github.com/berth-engine/berth/services/images"
 	"github.com/berth-engine/berth/services/images/imageproxy"
 	"github.com/berth-engine/berth/services/leases"
 	"github.com/berth-engine/berth/services/leases/leaseproxy"
 	nsstore "github.com/berth-engine/berth/services/namespaces"
 	"github.com/berth-engine/berth/services/namespaces/namespaceproxy"
+	"github.com/berth-engine/berth/snapshotter/snapshotproxy"
+	"github.com/berth-engine/berth/snapshotter/snapshots"
 )
 
 const (
@@ -42,7 +49,19 @@ const (
 	DefaultAddress = "/run/berth/berthd.sock"
 	// AddressEnv names the environment variable that overrides DefaultAddress.
 	AddressEnv = "BERTH_ADDRESS"
+	// SnapshotterEnv names the environment variable that chooses the
+	// snapshotter when --snapshotter is not given.
+	SnapshotterEnv = "BERTH_SNAPSHOTTER"
+	// FallbackSnapshotter is the snapshotter used when berthd names no
+	// default.
+	FallbackSnapshotter = "overlay"
 )
+
+// Differ applies layers to snapshots and computes layers from them.
+type Differ interface {
+	diff.Applier
+	diff.Comparer
+}
 
 // Client is a connection to berthd and the services it serves.
 type Client struct {
@@ -52,8 +71,11 @@ type Client struct {
 	Leases        leases.Manager
 	Namespaces    nsstore.Store
 	Introspection introspectionv1.IntrospectionClient
+	// Diff is berthd's Diff service.
+	Diff Differ
 
-	conn *grpc.ClientConn
+	conn      *grpc.ClientConn
+	snapshots snapshotsv1.SnapshotsClient
 }
 
 // New connects to berthd at address (a socket path or "unix://PATH"). It
@@ -83,8 +105,29 @@ func New(ctx context.Context, address string, opts ...Opt) (*Client, error) {
 		Leases:        leaseproxy.NewManager(leasesv1.NewLeasesClient(conn)),
 		Namespaces:    namespaceproxy.NewStore(namespacesv1.NewNamespacesClient(conn)),
 		Introspection: introspectionv1.NewIntrospectionClient(conn),
+		Diff:          diffproxy.NewDiffer(diffv1.NewDiffClient(conn)),
 		conn:          conn,
+		snapshots:     snapshotsv1.NewSnapshotsClient(conn),
 	}, nil
+}
+
+// Snapshotter returns the snapshotter berthd serves under name, scoped to
+// the namespace of each call's context.
+func (c *Client) Snapshotter(name string) snapshots.Snapshotter {
+	return snapshotproxy.NewSnapshotter(c.snapshots, name)
+}
+
+// DefaultSnapshotter returns the snapshotter berthd uses by default, or
+// FallbackSnapshotter when it names none.
+func (c *Client) DefaultSnapshotter(ctx context.Context) (string, error) {
+	info, err := c.Introspection.Info(ctx, &emptypb.Empty{})
+	if err != nil {
+		return "", fmt.Errorf("asking berthd for its default snapshotter: %w", errdefs.FromGRPC(err))
+	}
+	if name := info.GetDefaultSnapshotter(); name != "" {
+		return name, nil
+	}
+	return FallbackSnapshotter, nil
 }
 
 // Opt configures New.

@@ -53,9 +53,10 @@ type CLI struct {
 	Streams
 	Build BuildInfo
 
-	address   string
-	namespace string
-	debug     bool
+	address     string
+	namespace   string
+	snapshotter string
+	debug       bool
 
 	mu     sync.Mutex
 	client *client.Client
@@ -78,6 +79,15 @@ func (c *CLI) Client(ctx context.Context) (context.Context, *client.Client, erro
 		c.client = cl
 	}
 	return nctx, c.client, nil
+}
+
+// Snapshotter returns the name of the snapshotter the commands work with:
+// the one of --snapshotter or BERTH_SNAPSHOTTER, or else berthd's default.
+func (c *CLI) Snapshotter(ctx context.Context, cl *client.Client) (string, error) {
+	if c.snapshotter != "" {
+		return c.snapshotter, nil
+	}
+	return cl.DefaultSnapshotter(ctx)
 }
 
 // Namespace is the namespace the commands work in.
@@ -193,6 +203,7 @@ func NewRootCommand(c *CLI) *cobra.Command {
 	flags := root.PersistentFlags()
 	flags.StringVar(&c.address, "address", client.AddressFromEnv(), "berthd socket (env "+client.AddressEnv+")")
 	flags.StringVarP(&c.namespace, "namespace", "n", namespaces.FromEnv(), "namespace to work in (env "+namespaces.EnvVar+")")
+	flags.StringVar(&c.snapshotter, "snapshotter", os.Getenv(client.SnapshotterEnv), "snapshotter to unpack images into and to manage with 'berth snapshot' (env "+client.SnapshotterEnv+"; default: berthd's)")
 	flags.BoolVar(&c.debug, "debug", false, "log each call to berthd on stderr")
 
 	image := newImageCommand(c)
@@ -204,6 +215,7 @@ func NewRootCommand(c *CLI) *cobra.Command {
 		newTagCommand(c),
 		newRmiCommand(c),
 		newContentCommand(c),
+		newSnapshotCommand(c),
 		newNamespaceCommand(c),
 		newVersionCommand(c),
 		newInfoCommand(c),

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"google.golang.org/grpc"
 
 	"github.com/berth-engine/berth/cli/client"
 	"github.com/berth-engine/berth/cli/command"
@@ -20,6 +22,8 @@ import (
 	"github.com/berth-engine/berth/internal/namespaces"
 	"github.com/berth-engine/berth/services/images"
 	"github.com/berth-engine/berth/services/server"
+	"github.com/berth-engine/berth/snapshotter/native"
+	"github.com/berth-engine/berth/snapshotter/snapshotserver"
 	"github.com/berth-engine/berth/tools/mkimage/imagegen"
 )
 
@@ -46,6 +50,15 @@ func newEnv(t testing.TB) *env {
 	cfg.State = filepath.Join(dir, "state")
 	cfg.Address = filepath.Join(sockDir, "berthd.sock")
 	cfg.LogLevel = "error"
+	// The snapshotter is a native one served here, as an external
+	// snapshotter, so that no berth-snapshotter binary is needed. Loads
+	// that unpack need root (the layers are applied through mounts); the
+	// tests that do not run as root load with --no-unpack.
+	cfg.Snapshotters = map[string]server.SnapshotterConfig{
+		"overlay": {Disabled: true},
+		"native":  {Address: serveNative(t, filepath.Join(dir, "native"), filepath.Join(sockDir, "native.sock"))},
+	}
+	cfg.DefaultSnapshotter = "native"
 	ctx, cancel := context.WithCancel(context.Background())
 	s, err := server.New(ctx, cfg)
 	if err != nil {
@@ -67,6 +80,27 @@ func newEnv(t testing.TB) *env {
 		}
 	})
 	return &env{t: t, address: cfg.Address, dir: dir}
+}
+
+// serveNative serves a native snapshotter on root at socket until the test ends.
+func serveNative(t testing.TB, root, socket string) string {
+	t.Helper()
+	sn, err := native.New(root)
+	if err != nil {
+		t.Fatalf("native snapshotter: %v", err)
+	}
+	l, err := net.Listen("unix", socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer()
+	snapshotserver.Register(srv, sn, "native")
+	go srv.Serve(l)
+	t.Cleanup(func() {
+		srv.Stop()
+		sn.Close()
+	})
+	return socket
 }
 
 type result struct {
@@ -224,7 +258,7 @@ func TestImageLifecycle(t *testing.T) {
 	appID := configDigest(t, app, imagegen.FormatDocker)
 	anonID := configDigest(t, anon, imagegen.FormatDocker)
 
-	out := e.ok("load", "-i", archive)
+	out := e.ok("load", "--no-unpack", "-i", archive)
 	for _, want := range []string{"Loaded image: busybox:latest\n", "Loaded image: my/app:v1\n",
 		"Loaded image: registry.local:5000/team/app:v1\n", "Loaded image ID: " + anonID + "\n"} {
 		if !strings.Contains(out, want) {
@@ -309,7 +343,7 @@ func TestImageLifecycle(t *testing.T) {
 	anonTar := filepath.Join(e.dir, "anon.tar")
 	e.ok("save", "-o", anonTar, anonID[7:19])
 	e.ok("namespace", "create", "anon")
-	if got := e.ok("-n", "anon", "load", "-i", anonTar); got != "Loaded image ID: "+anonID+"\n" {
+	if got := e.ok("-n", "anon", "load", "--no-unpack", "-i", anonTar); got != "Loaded image ID: "+anonID+"\n" {
 		t.Errorf("load of an unnamed image = %q", got)
 	}
 	if got := e.ok("-n", "anon", "images", "--format", "{{.Repository}} {{.Tag}} {{.ID}}"); got != "<none> <none> "+anonID[7:19]+"\n" {
@@ -358,10 +392,10 @@ func TestLoadMovesName(t *testing.T) {
 	old := testImage("old")
 	newer := testImage("new")
 	kept := testImage("kept")
-	e.ok("load", "-i", e.writeArchive("old.tar", imagegen.FormatOCI,
+	e.ok("load", "--no-unpack", "-i", e.writeArchive("old.tar", imagegen.FormatOCI,
 		imagegen.Named{Image: old, Names: []string{"busybox:latest"}},
 		imagegen.Named{Image: kept, Names: []string{"kept:1", "kept:2"}}))
-	e.ok("load", "-i", e.writeArchive("new.tar", imagegen.FormatOCI,
+	e.ok("load", "--no-unpack", "-i", e.writeArchive("new.tar", imagegen.FormatOCI,
 		imagegen.Named{Image: newer, Names: []string{"busybox:latest", "kept:1"}}))
 	got := e.ok("images", "--no-trunc", "--format", "{{.Repository}}:{{.Tag}} {{.ID}}")
 	want := map[string]bool{
@@ -392,7 +426,7 @@ func TestLoadFailureLeavesNothing(t *testing.T) {
 	if err := os.WriteFile(truncated, data[:len(data)*2/3], 0o644); err != nil {
 		t.Fatal(err)
 	}
-	r := e.run("load", "-i", truncated)
+	r := e.run("load", "--no-unpack", "-i", truncated)
 	if r.code != 1 || !strings.HasPrefix(r.err, "Error: loading the archive: ") {
 		t.Errorf("truncated archive: exit %d, stderr %q", r.code, r.err)
 	}
@@ -404,12 +438,12 @@ func TestLoadFailureLeavesNothing(t *testing.T) {
 	}
 
 	// Not an archive at all, from stdin.
-	r = e.runWith(command.Streams{In: strings.NewReader("this is not a tar")}, "load")
+	r = e.runWith(command.Streams{In: strings.NewReader("this is not a tar")}, "load", "--no-unpack")
 	if r.code != 1 || !strings.Contains(r.err, "Error: ") {
 		t.Errorf("not a tar: exit %d, stderr %q", r.code, r.err)
 	}
 	// A terminal on stdin.
-	r = e.runWith(command.Streams{In: strings.NewReader(""), IsTerminal: func(s any) bool { return true }}, "load")
+	r = e.runWith(command.Streams{In: strings.NewReader(""), IsTerminal: func(s any) bool { return true }}, "load", "--no-unpack")
 	if r.code != 1 || !strings.Contains(r.err, "requested load from stdin, but stdin is empty or a terminal: use -i FILE or redirect") {
 		t.Errorf("terminal stdin: exit %d, stderr %q", r.code, r.err)
 	}
@@ -418,7 +452,7 @@ func TestLoadFailureLeavesNothing(t *testing.T) {
 func TestSaveAndLoadBack(t *testing.T) {
 	e := newEnv(t)
 	img := testImage("roundtrip")
-	e.ok("load", "-i", e.writeArchive("in.tar", imagegen.FormatOCI, imagegen.Named{Image: img, Names: []string{"busybox"}}))
+	e.ok("load", "--no-unpack", "-i", e.writeArchive("in.tar", imagegen.FormatOCI, imagegen.Named{Image: img, Names: []string{"busybox"}}))
 	e.ok("tag", "busybox", "my/busybox:v1")
 	id := configDigest(t, img, imagegen.FormatOCI)
 
@@ -453,7 +487,7 @@ func TestSaveAndLoadBack(t *testing.T) {
 
 	// Into another namespace, back from the archive: same ID, both names.
 	e.ok("namespace", "create", "other")
-	got := e.ok("-n", "other", "load", "-i", out)
+	got := e.ok("-n", "other", "load", "--no-unpack", "-i", out)
 	if !strings.Contains(got, "Loaded image: busybox:latest") || !strings.Contains(got, "Loaded image: my/busybox:v1") {
 		t.Errorf("load of the saved archive: %q", got)
 	}
@@ -467,7 +501,7 @@ func TestSaveAndLoadBack(t *testing.T) {
 	}
 	defer f.Close()
 	e.ok("namespace", "create", "third")
-	if r := e.runWith(command.Streams{In: f}, "-n", "third", "load", "-q"); r.code != 0 || !strings.Contains(r.out, "Loaded image: busybox:latest") {
+	if r := e.runWith(command.Streams{In: f}, "-n", "third", "load", "--no-unpack", "-q"); r.code != 0 || !strings.Contains(r.out, "Loaded image: busybox:latest") {
 		t.Errorf("load from stdin: exit %d, stdout %q, stderr %q", r.code, r.out, r.err)
 	}
 }
@@ -475,7 +509,7 @@ func TestSaveAndLoadBack(t *testing.T) {
 func TestContentCommands(t *testing.T) {
 	e := newEnv(t)
 	img := testImage("content")
-	e.ok("load", "-i", e.writeArchive("in.tar", imagegen.FormatOCI, imagegen.Named{Image: img, Names: []string{"c:1"}}))
+	e.ok("load", "--no-unpack", "-i", e.writeArchive("in.tar", imagegen.FormatOCI, imagegen.Named{Image: img, Names: []string{"c:1"}}))
 	id := configDigest(t, img, imagegen.FormatOCI)
 
 	digests := lines(e.ok("content", "ls", "-q"))
@@ -519,7 +553,7 @@ func TestContentCommands(t *testing.T) {
 func TestImagesWithoutSummary(t *testing.T) {
 	e := newEnv(t)
 	img := testImage("summary")
-	e.ok("load", "-i", e.writeArchive("in.tar", imagegen.FormatOCI, imagegen.Named{Image: img, Names: []string{"s:1"}}))
+	e.ok("load", "--no-unpack", "-i", e.writeArchive("in.tar", imagegen.FormatOCI, imagegen.Named{Image: img, Names: []string{"s:1"}}))
 	id := configDigest(t, img, imagegen.FormatOCI)
 
 	ctx := namespaces.WithNamespace(context.Background(), "default")
@@ -569,7 +603,7 @@ func TestNamespaceCommands(t *testing.T) {
 	}
 
 	// A namespace that holds an image cannot go.
-	e.ok("-n", "team-a", "load", "-i", e.writeArchive("in.tar", imagegen.FormatOCI, imagegen.Named{Image: testImage("ns"), Names: []string{"x"}}))
+	e.ok("-n", "team-a", "load", "--no-unpack", "-i", e.writeArchive("in.tar", imagegen.FormatOCI, imagegen.Named{Image: testImage("ns"), Names: []string{"x"}}))
 	e.fails(`removing namespace "team-a"`, "namespace", "rm", "team-a")
 	if got := e.ok("namespace", "rm", "team-b"); got != "team-b\n" {
 		t.Errorf("namespace rm = %q", got)
@@ -633,16 +667,16 @@ func TestProgressOnlyOnATerminal(t *testing.T) {
 	var out bytes.Buffer
 	onTerminal := command.Streams{Out: &out, IsTerminal: func(s any) bool { return s == any(&out) }}
 
-	r := e.runWith(onTerminal, "load", "-i", path)
+	r := e.runWith(onTerminal, "load", "--no-unpack", "-i", path)
 	if r.code != 0 || !strings.Contains(out.String(), "\rLoading ") || !strings.Contains(out.String(), " / ") ||
 		!strings.HasSuffix(out.String(), "\r\x1b[KLoaded image: p:1\n") {
 		t.Errorf("load on a terminal: exit %d, stdout %q", r.code, out.String())
 	}
 	out.Reset()
-	if r := e.runWith(onTerminal, "load", "-q", "-i", path); r.code != 0 || out.String() != "Loaded image: p:1\n" {
+	if r := e.runWith(onTerminal, "load", "--no-unpack", "-q", "-i", path); r.code != 0 || out.String() != "Loaded image: p:1\n" {
 		t.Errorf("load -q on a terminal: exit %d, stdout %q", r.code, out.String())
 	}
-	if got := e.ok("load", "-i", path); got != "Loaded image: p:1\n" {
+	if got := e.ok("load", "--no-unpack", "-i", path); got != "Loaded image: p:1\n" {
 		t.Errorf("load off a terminal: %q", got)
 	}
 	out.Reset()

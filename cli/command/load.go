@@ -2,11 +2,14 @@ package command
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"time"
 
+	"github.com/containerd/platforms"
+	digest "github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/spf13/cobra"
 
@@ -16,6 +19,7 @@ import (
 	"github.com/berth-engine/berth/internal/reference"
 	"github.com/berth-engine/berth/services/images"
 	"github.com/berth-engine/berth/services/images/archive"
+	"github.com/berth-engine/berth/services/images/unpack"
 	"github.com/berth-engine/berth/services/leases"
 )
 
@@ -27,23 +31,36 @@ const loadLeaseExpiry = time.Hour
 // when the command was interrupted.
 const cleanupTimeout = time.Minute
 
+type loadOptions struct {
+	input    string
+	quiet    bool
+	noUnpack bool
+}
+
 func newLoadCommand(c *CLI) *cobra.Command {
-	var input string
-	var quiet bool
+	var o loadOptions
 	cmd := &cobra.Command{
 		Use:   "load [OPTIONS]",
 		Short: "Load images from a tar archive (docker save or OCI layout) or STDIN",
-		Args:  noArgs,
+		Long: `Load images from a tar archive (docker save or OCI layout) or STDIN.
+
+Each image is unpacked into the snapshotter (--snapshotter, or berthd's
+default): every layer becomes a committed snapshot named by its chain ID,
+shared by the images that have that layer. When unpacking fails, the load
+fails and leaves nothing behind. --no-unpack only stores the blobs.`,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return runLoad(cmd.Context(), c, input, quiet)
+			return runLoad(cmd.Context(), c, o)
 		},
 	}
-	cmd.Flags().StringVarP(&input, "input", "i", "", "read from a tar archive file instead of STDIN")
-	cmd.Flags().BoolVarP(&quiet, "quiet", "q", false, "suppress the progress output")
+	cmd.Flags().StringVarP(&o.input, "input", "i", "", "read from a tar archive file instead of STDIN")
+	cmd.Flags().BoolVarP(&o.quiet, "quiet", "q", false, "suppress the progress output")
+	cmd.Flags().BoolVar(&o.noUnpack, "no-unpack", false, "store the images without unpacking them into snapshots")
 	return cmd
 }
 
-func runLoad(ctx context.Context, c *CLI, input string, quiet bool) error {
+func runLoad(ctx context.Context, c *CLI, o loadOptions) error {
+	input, quiet := o.input, o.quiet
 	var in io.Reader = c.In
 	var total int64
 	if input == "" || input == "-" {
@@ -66,13 +83,19 @@ func runLoad(ctx context.Context, c *CLI, input string, quiet bool) error {
 	if err != nil {
 		return err
 	}
+	snapshotter := ""
+	if !o.noUnpack {
+		if snapshotter, err = c.Snapshotter(ctx, cl); err != nil {
+			return err
+		}
+	}
 	var p *progress
 	if !quiet && c.isTerminal(c.Out) {
 		p = newProgress(c.Out, "Loading", total)
 		in = progressReader{r: in, p: p}
 	}
 	r := imageutil.NewResolver(cl.Images, cl.Content)
-	loaded, err := load(ctx, cl, r, in)
+	loaded, err := load(ctx, cl, r, in, snapshotter, c.Err)
 	p.done()
 	if err != nil {
 		return err
@@ -91,10 +114,11 @@ func runLoad(ctx context.Context, c *CLI, input string, quiet bool) error {
 	return nil
 }
 
-// load imports the archive under a lease and names what it holds. On any
-// failure, the records it made are undone and the lease is deleted
-// synchronously, so nothing of the archive stays.
-func load(ctx context.Context, cl *client.Client, r *imageutil.Resolver, in io.Reader) (_ []images.Image, err error) {
+// load imports the archive under a lease, unpacks its images into
+// snapshotter (unless it is "") and names them. On any failure, the records
+// it made are undone and the lease is deleted synchronously, so nothing of
+// the archive stays: neither blobs nor snapshots.
+func load(ctx context.Context, cl *client.Client, r *imageutil.Resolver, in io.Reader, snapshotter string, warn io.Writer) (_ []images.Image, err error) {
 	lease, err := cl.Leases.Create(ctx, leases.WithExpiration(loadLeaseExpiry),
 		leases.WithLabels(map[string]string{"berth.io/purpose": "load"}))
 	if err != nil {
@@ -133,6 +157,13 @@ func load(ctx context.Context, cl *client.Client, r *imageutil.Resolver, in io.R
 		}
 		if imported[i].Name, err = tagName(img.Name); err != nil {
 			return nil, fmt.Errorf("the archive names an image %q: %w", img.Name, err)
+		}
+	}
+	if snapshotter != "" {
+		// Under the lease until the records hold the config blobs, which
+		// hold the snapshots.
+		if err := unpackImages(leases.WithLease(ctx, lease.ID), cl, snapshotter, imported, warn); err != nil {
+			return nil, err
 		}
 	}
 	// Each record gets the summary that listings show, so that they need
@@ -202,4 +233,29 @@ func undoName(is images.Store, name string, prev ocispec.Descriptor, created boo
 		_, err := is.Update(ctx, images.Image{Name: name, Target: prev}, "target")
 		return err
 	}
+}
+
+// unpackImages unpacks each image into snapshotter, once per target.
+func unpackImages(ctx context.Context, cl *client.Client, snapshotter string, imgs []images.Image, warn io.Writer) error {
+	sn := cl.Snapshotter(snapshotter)
+	seen := map[digest.Digest]bool{}
+	for _, img := range imgs {
+		if seen[img.Target.Digest] {
+			continue
+		}
+		seen[img.Target.Digest] = true
+		// The name is only for messages: the one the user knows.
+		shown := images.Image{Name: displayName(img.Name), Target: img.Target}
+		_, err := unpack.Unpack(ctx, cl.Content, sn, cl.Diff, shown, unpack.WithSnapshotterName(snapshotter))
+		if errors.Is(err, unpack.ErrNoPlatform) {
+			// An image for other machines loads, as with Docker; it cannot
+			// run here, so there is nothing to unpack.
+			fmt.Fprintf(warn, "Warning: image %s has no manifest for %s: not unpacked\n", shown.Name, platforms.DefaultString())
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("unpacking into snapshotter %q: %w", snapshotter, err)
+		}
+	}
+	return nil
 }

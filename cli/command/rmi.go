@@ -22,7 +22,8 @@ func newRmiCommand(c *CLI) *cobra.Command {
 		Long: `Remove one or more images.
 
 A name removes that name (Untagged); when it was the image's last name, the
-image is deleted and its blobs are freed before the command returns (Deleted).
+image is deleted and its blobs and snapshots are freed before the command
+returns (Deleted).
 An IMAGE ID removes the image with all its names; an image whose names span
 several repositories needs -f.`,
 		Args: minArgs(1),

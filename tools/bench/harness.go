@@ -14,9 +14,25 @@ import (
 
 	"github.com/berth-engine/berth/internal/namespaces"
 	contentv1 "github.com/berth-engine/berth/proto/content/v1"
+	diffv1 "github.com/berth-engine/berth/proto/diff/v1"
+	imagesv1 "github.com/berth-engine/berth/proto/images/v1"
+	introspectionv1 "github.com/berth-engine/berth/proto/introspection/v1"
+	leasesv1 "github.com/berth-engine/berth/proto/leases/v1"
+	snapshotsv1 "github.com/berth-engine/berth/proto/snapshots/v1"
 	"github.com/berth-engine/berth/services/content"
 	"github.com/berth-engine/berth/services/content/contentproxy"
+	"github.com/berth-engine/berth/services/diff"
+	"github.com/berth-engine/berth/services/diff/diffproxy"
+	"github.com/berth-engine/berth/services/images"
+	"github.com/berth-engine/berth/services/images/imageproxy"
+	"github.com/berth-engine/berth/services/leases"
+	"github.com/berth-engine/berth/services/leases/leaseproxy"
+	"github.com/berth-engine/berth/snapshotter/snapshotproxy"
+	"github.com/berth-engine/berth/snapshotter/snapshots"
 )
+
+// benchSnapshotter is the snapshotter the benchmarks unpack into.
+const benchSnapshotter = "overlay"
 
 // harness is a berthd started for the benchmarks, with clients for it.
 type harness struct {
@@ -27,6 +43,15 @@ type harness struct {
 	daemon  *exec.Cmd
 	conn    *grpc.ClientConn
 	content content.Store
+	images  images.Store
+	leases  leases.Manager
+	intro   introspectionv1.IntrospectionClient
+	// snapshots is berthd's overlay snapshotter, over berthd's socket.
+	snapshots snapshots.Snapshotter
+	diff      interface {
+		diff.Applier
+		diff.Comparer
+	}
 }
 
 func newHarness(ctx context.Context, bin string, runs int) (*harness, error) {
@@ -58,6 +83,11 @@ func newHarness(ctx context.Context, bin string, runs int) (*harness, error) {
 		return nil, err
 	}
 	h.content = contentproxy.NewStore(contentv1.NewContentClient(h.conn))
+	h.images = imageproxy.NewStore(imagesv1.NewImagesClient(h.conn))
+	h.leases = leaseproxy.NewManager(leasesv1.NewLeasesClient(h.conn))
+	h.intro = introspectionv1.NewIntrospectionClient(h.conn)
+	h.snapshots = snapshotproxy.NewSnapshotter(snapshotsv1.NewSnapshotsClient(h.conn), benchSnapshotter)
+	h.diff = diffproxy.NewDiffer(diffv1.NewDiffClient(h.conn))
 	return h, nil
 }
 

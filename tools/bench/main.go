@@ -54,6 +54,9 @@ func main() {
 		{"content-write-512MiB", benchContentWrite},
 		{"load-100MB-5-layers", benchLoad},
 		{"images-1000", benchImages},
+		{"unpack-100MB-gzip", benchUnpackGzip},
+		{"snapshot-ops", benchSnapshotOps},
+		{"unpack-5-layers-parallel", benchUnpackParallel},
 	} {
 		if *only != "" && !strings.Contains(b.name, *only) {
 			continue
@@ -70,18 +73,19 @@ func main() {
 	}
 	printResults(results)
 	if failed {
+		h.close() // os.Exit skips the deferred close, which stops berthd
 		os.Exit(1)
 	}
 }
 
 func printResults(results []result) {
-	fmt.Printf("%-22s %12s %12s  %-26s %7s  %-12s %s\n", "BENCHMARK", "BERTH", "REFERENCE", "(REFERENCE IS)", "RATIO", "TARGET", "")
+	fmt.Printf("%-26s %12s %12s  %-26s %7s  %-12s %s\n", "BENCHMARK", "BERTH", "REFERENCE", "(REFERENCE IS)", "RATIO", "TARGET", "")
 	for _, r := range results {
 		verdict := "ok"
 		if !r.ok {
 			verdict = "MISSED"
 		}
-		fmt.Printf("%-22s %12s %12s  %-26s %7.2f  %-12s %s %s\n", r.name, round(r.berth), round(r.reference),
+		fmt.Printf("%-26s %12s %12s  %-26s %7.2f  %-12s %s %s\n", r.name, round(r.berth), round(r.reference),
 			r.refName, r.ratio, r.target, verdict, r.note)
 	}
 }
