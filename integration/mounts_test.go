@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"golang.org/x/sys/unix"
+	"github.com/berth-engine/berth/internal/mount"
 )
 
 // mountsUnder returns the mount points at or below dir, deepest first, from
@@ -72,7 +72,7 @@ func checkNoMounts(t *testing.T, dir string) {
 	}
 	t.Errorf("mounts left under %s: %v", dir, left)
 	for _, mp := range left {
-		if err := unix.Unmount(mp, unix.MNT_DETACH); err != nil {
+		if err := mount.Unmount(mp); err != nil {
 			t.Errorf("detaching %s: %v", mp, err)
 		}
 	}

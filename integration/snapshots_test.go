@@ -12,9 +12,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/berth-engine/berth/internal/mount"
+
 	digest "github.com/opencontainers/go-digest"
 	"github.com/opencontainers/image-spec/identity"
-	"golang.org/x/sys/unix"
 )
 
 // snapshotters are the backends every snapshot test runs against.
@@ -209,7 +210,7 @@ func runMountLines(t *testing.T, lines string, target string) {
 			t.Fatalf("%s: %v\n%s", line, err, out)
 		}
 	}
-	t.Cleanup(func() { unix.Unmount(target, unix.MNT_DETACH) })
+	t.Cleanup(func() { mount.Unmount(target) })
 }
 
 // TestSnapshotCommandsByHand prepares, mounts, writes, commits, views and
@@ -247,7 +248,7 @@ func TestSnapshotCommandsByHand(t *testing.T) {
 			if err := os.Remove(filepath.Join(mnt, "etc", "group")); err != nil {
 				t.Fatal(err)
 			}
-			if err := unix.Unmount(mnt, 0); err != nil {
+			if err := mount.Unmount(mnt); err != nil {
 				t.Fatal(err)
 			}
 			if r := d.snapshotList(sn)["work"]; r.Kind != "active" || r.Parent != base {
@@ -276,7 +277,7 @@ func TestSnapshotCommandsByHand(t *testing.T) {
 			if err := os.WriteFile(filepath.Join(mnt, "new"), nil, 0o644); err == nil {
 				t.Errorf("a view is writable")
 			}
-			if err := unix.Unmount(mnt, 0); err != nil {
+			if err := mount.Unmount(mnt); err != nil {
 				t.Fatal(err)
 			}
 			if r := d.snapshotList(sn)["look"]; r.Kind != "view" || r.Parent != "mine" {
@@ -472,7 +473,7 @@ func TestExternalSnapshotter(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(mnt, "bin", "busybox")); err != nil {
 		t.Errorf("view of the external snapshot: %v", err)
 	}
-	if err := unix.Unmount(mnt, 0); err != nil {
+	if err := mount.Unmount(mnt); err != nil {
 		t.Fatal(err)
 	}
 	d.must("--snapshotter", "mine", "snapshot", "rm", "look")

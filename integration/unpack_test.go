@@ -19,6 +19,8 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/berth-engine/berth/internal/mount"
+
 	digest "github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"golang.org/x/sys/unix"
@@ -68,7 +70,7 @@ func TestUnpackMatchesUmoci(t *testing.T) {
 			runMountLines(t, b("snapshot", "view", "--target", mnt, "compare", chain[len(chain)-1]), mnt)
 			got := scanTree(t, mnt)
 			compareTrees(t, want, got)
-			if err := unix.Unmount(mnt, 0); err != nil {
+			if err := mount.Unmount(mnt); err != nil {
 				t.Fatal(err)
 			}
 			b("snapshot", "rm", "compare")
@@ -422,7 +424,7 @@ func checkContained(t *testing.T, d *daemon, snapshotter, snapshot, path string)
 	if fi, err := os.Lstat(filepath.Join(mnt, path)); err != nil || !fi.Mode().IsRegular() {
 		t.Errorf("the write through the symlink is not at %s inside the snapshot: %v", path, err)
 	}
-	if err := unix.Unmount(mnt, 0); err != nil {
+	if err := mount.Unmount(mnt); err != nil {
 		t.Fatal(err)
 	}
 	d.must("--snapshotter", snapshotter, "snapshot", "rm", "contained")
