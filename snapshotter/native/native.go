@@ -51,31 +51,19 @@ func (n *Snapshotter) fsPath(id string) string { return filepath.Join(n.dirs.Pat
 
 // Stat returns the metadata of key.
 func (n *Snapshotter) Stat(ctx context.Context, key string) (snapshots.Info, error) {
-	var info snapshots.Info
-	err := n.ms.View(ctx, func(tx *storage.Tx) (err error) {
-		_, info, err = tx.Stat(key)
-		return err
-	})
+	_, info, err := n.ms.Stat(ctx, key)
 	return info, err
 }
 
 // Update changes the labels of info.Name.
 func (n *Snapshotter) Update(ctx context.Context, info snapshots.Info, fieldpaths ...string) (snapshots.Info, error) {
-	err := n.ms.Update(ctx, func(tx *storage.Tx) (err error) {
-		info, err = tx.Update(info, fieldpaths...)
-		return err
-	})
-	return info, err
+	return n.ms.UpdateInfo(ctx, info, fieldpaths...)
 }
 
 // Usage returns the space the snapshot's folder uses: all of its tree for
 // an active or committed snapshot, which is a full copy.
 func (n *Snapshotter) Usage(ctx context.Context, key string) (snapshots.Usage, error) {
-	var id string
-	err := n.ms.View(ctx, func(tx *storage.Tx) (err error) {
-		id, _, err = tx.Stat(key)
-		return err
-	})
+	id, _, err := n.ms.Stat(ctx, key)
 	if err != nil {
 		return snapshots.Usage{}, err
 	}
@@ -84,17 +72,9 @@ func (n *Snapshotter) Usage(ctx context.Context, key string) (snapshots.Usage, e
 
 // Mounts returns the mounts of an active snapshot or view.
 func (n *Snapshotter) Mounts(ctx context.Context, key string) ([]mount.Mount, error) {
-	var s storage.Snapshot
-	err := n.ms.View(ctx, func(tx *storage.Tx) (err error) {
-		s, err = tx.Get(key)
-		return err
-	})
+	s, err := n.ms.Mountable(ctx, key)
 	if err != nil {
 		return nil, err
-	}
-	if s.Info.Kind == snapshots.KindCommitted {
-		return nil, fmt.Errorf("snapshot %q is committed and has no mounts: make a view of it ('berth snapshot view KEY %s'): %w",
-			key, key, errdefs.ErrFailedPrecondition)
 	}
 	return n.mounts(s), nil
 }

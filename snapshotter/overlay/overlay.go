@@ -118,30 +118,18 @@ func (o *Snapshotter) workPath(id string) string { return filepath.Join(o.dirs.P
 
 // Stat returns the metadata of key.
 func (o *Snapshotter) Stat(ctx context.Context, key string) (snapshots.Info, error) {
-	var info snapshots.Info
-	err := o.ms.View(ctx, func(tx *storage.Tx) (err error) {
-		_, info, err = tx.Stat(key)
-		return err
-	})
+	_, info, err := o.ms.Stat(ctx, key)
 	return info, err
 }
 
 // Update changes the labels of info.Name.
 func (o *Snapshotter) Update(ctx context.Context, info snapshots.Info, fieldpaths ...string) (snapshots.Info, error) {
-	err := o.ms.Update(ctx, func(tx *storage.Tx) (err error) {
-		info, err = tx.Update(info, fieldpaths...)
-		return err
-	})
-	return info, err
+	return o.ms.UpdateInfo(ctx, info, fieldpaths...)
 }
 
 // Usage returns the space the snapshot's own folder uses.
 func (o *Snapshotter) Usage(ctx context.Context, key string) (snapshots.Usage, error) {
-	var id string
-	err := o.ms.View(ctx, func(tx *storage.Tx) (err error) {
-		id, _, err = tx.Stat(key)
-		return err
-	})
+	id, _, err := o.ms.Stat(ctx, key)
 	if err != nil {
 		return snapshots.Usage{}, err
 	}
@@ -150,17 +138,9 @@ func (o *Snapshotter) Usage(ctx context.Context, key string) (snapshots.Usage, e
 
 // Mounts returns the mounts of an active snapshot or view.
 func (o *Snapshotter) Mounts(ctx context.Context, key string) ([]mount.Mount, error) {
-	var s storage.Snapshot
-	err := o.ms.View(ctx, func(tx *storage.Tx) (err error) {
-		s, err = tx.Get(key)
-		return err
-	})
+	s, err := o.ms.Mountable(ctx, key)
 	if err != nil {
 		return nil, err
-	}
-	if s.Info.Kind == snapshots.KindCommitted {
-		return nil, fmt.Errorf("snapshot %q is committed and has no mounts: make a view of it ('berth snapshot view KEY %s'): %w",
-			key, key, errdefs.ErrFailedPrecondition)
 	}
 	return o.mounts(s), nil
 }

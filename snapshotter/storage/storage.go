@@ -110,6 +110,42 @@ func (ms *MetaStore) Update(ctx context.Context, fn func(*Tx) error) error {
 	return ms.db.Update(func(btx *bolt.Tx) error { return fn(newTx(btx)) })
 }
 
+// Stat returns the id and metadata of key, in a transaction of its own.
+func (ms *MetaStore) Stat(ctx context.Context, key string) (id string, info snapshots.Info, err error) {
+	err = ms.View(ctx, func(tx *Tx) (err error) {
+		id, info, err = tx.Stat(key)
+		return err
+	})
+	return id, info, err
+}
+
+// UpdateInfo changes the labels of info.Name, in a transaction of its own.
+func (ms *MetaStore) UpdateInfo(ctx context.Context, info snapshots.Info, fieldpaths ...string) (snapshots.Info, error) {
+	err := ms.Update(ctx, func(tx *Tx) (err error) {
+		info, err = tx.Update(info, fieldpaths...)
+		return err
+	})
+	return info, err
+}
+
+// Mountable returns the active snapshot or view key, with its parents'
+// ids; a committed snapshot has no mounts of its own and is refused.
+func (ms *MetaStore) Mountable(ctx context.Context, key string) (Snapshot, error) {
+	var s Snapshot
+	err := ms.View(ctx, func(tx *Tx) (err error) {
+		s, err = tx.Get(key)
+		return err
+	})
+	if err != nil {
+		return Snapshot{}, err
+	}
+	if s.Info.Kind == snapshots.KindCommitted {
+		return Snapshot{}, fmt.Errorf("snapshot %q is committed and has no mounts: make a view of it ('berth snapshot view KEY %s'): %w",
+			key, key, errdefs.ErrFailedPrecondition)
+	}
+	return s, nil
+}
+
 // Walk calls fn for each snapshot that matches any of filters. It reads the
 // records first and calls fn after the transaction, so fn may call the
 // snapshotter.
