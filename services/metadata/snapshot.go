@@ -582,7 +582,7 @@ func (s *snapshotter) Walk(ctx context.Context, fn snapshots.WalkFunc, fs ...str
 			if err != nil {
 				return err
 			}
-			if filter.Match(snapshotAdaptor(info)) {
+			if filter.Match(snapshots.InfoAdaptor(info)) {
 				infos = append(infos, info)
 			}
 			return nil
@@ -600,25 +600,6 @@ func (s *snapshotter) Walk(ctx context.Context, fn snapshots.WalkFunc, fs ...str
 		}
 	}
 	return nil
-}
-
-func snapshotAdaptor(info snapshots.Info) filters.Adaptor {
-	return filters.AdaptorFunc(func(path []string) (string, bool) {
-		if len(path) == 0 {
-			return "", false
-		}
-		switch path[0] {
-		case "name":
-			return info.Name, true
-		case "parent":
-			return info.Parent, info.Parent != ""
-		case "kind":
-			return info.Kind.String(), true
-		case "labels":
-			return filters.MapField(info.Labels, path)
-		}
-		return "", false
-	})
 }
 
 // Cleanup asks the backend to remove what none of its snapshots owns.

@@ -528,29 +528,10 @@ func (tx *Tx) Walk(fn func(snapshots.Info) error, filterExprs ...string) error {
 			return fmt.Errorf("reading the record of snapshot %q: %w", k, err)
 		}
 		info := r.info(string(k))
-		if !filter.Match(adaptor(info)) {
+		if !filter.Match(snapshots.InfoAdaptor(info)) {
 			return nil
 		}
 		return fn(info)
-	})
-}
-
-func adaptor(info snapshots.Info) filters.Adaptor {
-	return filters.AdaptorFunc(func(fieldpath []string) (string, bool) {
-		if len(fieldpath) == 0 {
-			return "", false
-		}
-		switch fieldpath[0] {
-		case "name":
-			return info.Name, true
-		case "parent":
-			return info.Parent, info.Parent != ""
-		case "kind":
-			return info.Kind.String(), true
-		case "labels":
-			return filters.MapField(info.Labels, fieldpath)
-		}
-		return "", false
 	})
 }
 
