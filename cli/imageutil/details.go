@@ -7,9 +7,6 @@ package imageutil
 
 import (
 	"context"
-	"encoding/json"
-	"fmt"
-	"slices"
 	"sync"
 	"time"
 
@@ -17,20 +14,9 @@ import (
 	digest "github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
-	"github.com/berth-engine/berth/internal/errdefs"
 	"github.com/berth-engine/berth/services/content"
+	"github.com/berth-engine/berth/services/images"
 )
-
-// Docker's media types for the image manifest and the manifest list, which
-// `docker save` archives and Docker registries use beside the OCI ones.
-const (
-	MediaTypeDockerManifest     = "application/vnd.docker.distribution.manifest.v2+json"
-	MediaTypeDockerManifestList = "application/vnd.docker.distribution.manifest.list.v2+json"
-)
-
-// maxIndexDepth bounds how many indexes may nest, so that a cycle of
-// indexes cannot loop.
-const maxIndexDepth = 4
 
 // Details is what the manifest and config of one target say: the same for
 // every name that points at that target.
@@ -73,55 +59,20 @@ func (d *Details) setConfig(cfg *ocispec.Image) {
 
 // readConfig reads and decodes the config blob of d.
 func readConfig(ctx context.Context, cs content.Provider, d *Details) (*ocispec.Image, error) {
-	blob, err := content.ReadBlob(ctx, cs, d.ConfigDesc)
+	cfg, err := images.ReadConfig(ctx, cs, d.ConfigDesc)
 	if err != nil {
-		return nil, fmt.Errorf("reading image config %s of manifest %s: %w", d.ConfigDesc.Digest, d.Manifest.Digest, err)
-	}
-	var cfg ocispec.Image
-	if err := json.Unmarshal(blob, &cfg); err != nil {
-		return nil, errdefs.Errorf(errdefs.ErrInvalidArgument, "decoding image config %s: %v", d.ConfigDesc.Digest, err)
+		return nil, err
 	}
 	return &cfg, nil
 }
 
 // readDetails reads the manifest (choosing one from an index) and the config
-// of target.
+// of target. An index without a manifest for the platform gives its first
+// one, so that an image for another platform still has an ID.
 func readDetails(ctx context.Context, cs content.Provider, platform platforms.MatchComparer, target ocispec.Descriptor) (*Details, error) {
-	desc := target
-	for depth := 0; ; depth++ {
-		if depth > maxIndexDepth {
-			return nil, errdefs.Errorf(errdefs.ErrInvalidArgument, "image index %s nests more than %d indexes", target.Digest, maxIndexDepth)
-		}
-		blob, err := content.ReadBlob(ctx, cs, desc)
-		if err != nil {
-			return nil, fmt.Errorf("reading %s %s: %w", kindOf(desc.MediaType), desc.Digest, err)
-		}
-		switch mediaType(desc.MediaType, blob) {
-		case ocispec.MediaTypeImageIndex, MediaTypeDockerManifestList:
-			var idx ocispec.Index
-			if err := json.Unmarshal(blob, &idx); err != nil {
-				return nil, errdefs.Errorf(errdefs.ErrInvalidArgument, "decoding image index %s: %v", desc.Digest, err)
-			}
-			next, err := choose(idx.Manifests, platform)
-			if err != nil {
-				return nil, fmt.Errorf("image index %s: %w", desc.Digest, err)
-			}
-			desc = next
-		case ocispec.MediaTypeImageManifest, MediaTypeDockerManifest:
-			return manifestDetails(ctx, cs, desc, blob)
-		default:
-			return nil, errdefs.Errorf(errdefs.ErrNotImplemented, "%s has media type %q, which is neither an image manifest nor an index", desc.Digest, desc.MediaType)
-		}
-	}
-}
-
-func manifestDetails(ctx context.Context, cs content.Provider, desc ocispec.Descriptor, blob []byte) (*Details, error) {
-	var m ocispec.Manifest
-	if err := json.Unmarshal(blob, &m); err != nil {
-		return nil, errdefs.Errorf(errdefs.ErrInvalidArgument, "decoding image manifest %s: %v", desc.Digest, err)
-	}
-	if m.Config.Digest == "" {
-		return nil, errdefs.Errorf(errdefs.ErrInvalidArgument, "image manifest %s has no config", desc.Digest)
+	desc, m, err := images.Manifest(ctx, cs, target, platform, images.WithFallbackToFirst())
+	if err != nil {
+		return nil, err
 	}
 	d := &Details{Manifest: desc, ConfigDesc: m.Config, Size: m.Config.Size}
 	for _, l := range m.Layers {
@@ -133,72 +84,4 @@ func manifestDetails(ctx context.Context, cs content.Provider, desc ocispec.Desc
 	}
 	d.setConfig(cfg)
 	return d, nil
-}
-
-// choose picks the manifest of an index for the current platform. Without
-// one, it falls back to a manifest that states no platform, then to the
-// first manifest, so that an image for another platform still has an ID.
-func choose(manifests []ocispec.Descriptor, platform platforms.MatchComparer) (ocispec.Descriptor, error) {
-	var matching, unplatformed []ocispec.Descriptor
-	for _, m := range manifests {
-		switch {
-		case m.Platform == nil:
-			unplatformed = append(unplatformed, m)
-		case platform.Match(*m.Platform):
-			matching = append(matching, m)
-		}
-	}
-	slices.SortStableFunc(matching, func(a, b ocispec.Descriptor) int {
-		switch {
-		case platform.Less(*a.Platform, *b.Platform):
-			return -1
-		case platform.Less(*b.Platform, *a.Platform):
-			return 1
-		}
-		return 0
-	})
-	switch {
-	case len(matching) > 0:
-		return matching[0], nil
-	case len(unplatformed) > 0:
-		return unplatformed[0], nil
-	case len(manifests) > 0:
-		return manifests[0], nil
-	}
-	return ocispec.Descriptor{}, errdefs.Errorf(errdefs.ErrInvalidArgument, "index lists no manifests")
-}
-
-// mediaType returns the media type of a blob: the one its descriptor
-// states or, when that is empty, the one the JSON states or implies.
-func mediaType(declared string, blob []byte) string {
-	if declared != "" {
-		return declared
-	}
-	var probe struct {
-		MediaType string            `json:"mediaType"`
-		Manifests []json.RawMessage `json:"manifests"`
-		Config    json.RawMessage   `json:"config"`
-	}
-	if json.Unmarshal(blob, &probe) != nil {
-		return ""
-	}
-	switch {
-	case probe.MediaType != "":
-		return probe.MediaType
-	case probe.Manifests != nil:
-		return ocispec.MediaTypeImageIndex
-	case probe.Config != nil:
-		return ocispec.MediaTypeImageManifest
-	}
-	return ""
-}
-
-func kindOf(mt string) string {
-	switch mt {
-	case ocispec.MediaTypeImageIndex, MediaTypeDockerManifestList:
-		return "image index"
-	case ocispec.MediaTypeImageManifest, MediaTypeDockerManifest:
-		return "image manifest"
-	}
-	return "blob"
 }

@@ -7,6 +7,8 @@ import (
 
 	digest "github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/berth-engine/berth/services/images"
 )
 
 // LabelSummary is the image record label that caches what a listing shows
@@ -52,8 +54,7 @@ func summaryValue(target ocispec.Descriptor, platform string, d *Details) string
 // summaryPlatform is "-" for a manifest, which is the same image on every
 // platform, and the platform for an index.
 func summaryPlatform(target ocispec.Descriptor, platform string) string {
-	switch target.MediaType {
-	case ocispec.MediaTypeImageManifest, MediaTypeDockerManifest:
+	if images.IsManifestType(target.MediaType) {
 		return "-"
 	}
 	return platform

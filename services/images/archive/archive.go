@@ -6,26 +6,19 @@
 package archive
 
 import (
+	"encoding/json"
 	"fmt"
 	"strconv"
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/berth-engine/berth/internal/errdefs"
+	"github.com/berth-engine/berth/services/images"
 )
 
-// Media types of Docker's image manifest v2 schema 2.
-const (
-	MediaTypeDockerManifest     = "application/vnd.docker.distribution.manifest.v2+json"
-	MediaTypeDockerManifestList = "application/vnd.docker.distribution.manifest.list.v2+json"
-	MediaTypeDockerConfig       = "application/vnd.docker.container.image.v1+json"
-	MediaTypeDockerLayer        = "application/vnd.docker.image.rootfs.diff.tar"
-	MediaTypeDockerLayerGzip    = "application/vnd.docker.image.rootfs.diff.tar.gzip"
-	MediaTypeDockerLayerForeign = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"
-	// mediaTypeInToto is the layer type of build attestations, which Docker
-	// keeps in an image index beside the platform manifests.
-	mediaTypeInToto = "application/vnd.in-toto+json"
-)
+// mediaTypeInToto is the layer type of build attestations, which Docker
+// keeps in an image index beside the platform manifests.
+const mediaTypeInToto = "application/vnd.in-toto+json"
 
 // Annotations of index.json entries that name an image.
 const (
@@ -51,34 +44,15 @@ func LabelGCRefLayer(i int) string { return LabelGCRefPrefix + "l." + strconv.It
 func LabelGCRefManifest(i int) string { return LabelGCRefPrefix + "m." + strconv.Itoa(i) }
 
 const (
-	// maxMetadataSize bounds what is read into memory: index.json,
-	// manifest.json, manifests, indexes and configs.
-	maxMetadataSize = 16 << 20
 	// copyBufferSize is the buffer of every blob copy.
 	copyBufferSize = 1 << 20
-	// maxIndexDepth bounds nested indexes.
-	maxIndexDepth = 8
 	// maxLinkDepth bounds chains of links inside an archive.
 	maxLinkDepth = 16
 )
 
-type blobKind int
-
-const (
-	kindUnknown blobKind = iota
-	kindManifest
-	kindIndex
-)
-
-func kindOf(mediaType string) blobKind {
-	switch mediaType {
-	case ocispec.MediaTypeImageManifest, MediaTypeDockerManifest:
-		return kindManifest
-	case ocispec.MediaTypeImageIndex, MediaTypeDockerManifestList:
-		return kindIndex
-	}
-	return kindUnknown
-}
+// isImageType reports whether mt is the media type of a manifest or an
+// index, the blobs an image record or an index may point at.
+func isImageType(mt string) bool { return images.IsManifestType(mt) || images.IsIndexType(mt) }
 
 func unknownMediaType(what, mediaType string) error {
 	return fmt.Errorf("%s has media type %q, which berth does not know: expected an OCI or Docker schema 2 manifest or index: %w",
@@ -87,7 +61,7 @@ func unknownMediaType(what, mediaType string) error {
 
 func knownConfigType(mediaType string) bool {
 	switch mediaType {
-	case ocispec.MediaTypeImageConfig, MediaTypeDockerConfig, ocispec.MediaTypeEmptyJSON:
+	case ocispec.MediaTypeImageConfig, images.MediaTypeDockerConfig, ocispec.MediaTypeEmptyJSON:
 		return true
 	}
 	return false
@@ -101,7 +75,7 @@ func knownLayerType(mediaType string) bool {
 		"application/vnd.oci.image.layer.nondistributable.v1.tar",
 		"application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
 		"application/vnd.oci.image.layer.nondistributable.v1.tar+zstd",
-		MediaTypeDockerLayer, MediaTypeDockerLayerGzip, MediaTypeDockerLayerForeign,
+		images.MediaTypeDockerLayer, images.MediaTypeDockerLayerGzip, images.MediaTypeDockerLayerForeign,
 		mediaTypeInToto, ocispec.MediaTypeEmptyJSON:
 		return true
 	}
@@ -116,20 +90,16 @@ type blobDoc struct {
 	Config        *ocispec.Descriptor  `json:"config,omitempty"`
 	Layers        []ocispec.Descriptor `json:"layers,omitempty"`
 	Manifests     []ocispec.Descriptor `json:"manifests,omitempty"`
+
+	// raw is the blob, for images.MediaType.
+	raw []byte
 }
 
-// mediaTypeOf returns the media type of a manifest or index: the
-// descriptor's, or else the document's own, or else a guess from its fields.
-func (d *blobDoc) mediaTypeOf(descType string) string {
-	switch {
-	case descType != "":
-		return descType
-	case d.MediaType != "":
-		return d.MediaType
-	case d.Manifests != nil:
-		return ocispec.MediaTypeImageIndex
-	case d.Config != nil:
-		return ocispec.MediaTypeImageManifest
+// decodeDoc decodes a manifest or index.
+func decodeDoc(data []byte) (*blobDoc, error) {
+	doc := &blobDoc{raw: data}
+	if err := json.Unmarshal(data, doc); err != nil {
+		return nil, err
 	}
-	return ""
+	return doc, nil
 }

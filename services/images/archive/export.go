@@ -150,7 +150,7 @@ func (e *exporter) plan(ctx context.Context, imgs []images.Image) (*exportPlan, 
 		}
 		p.index.Manifests = append(p.index.Manifests, desc)
 
-		mdesc, err := e.pick(ctx, img.Target, what, 0)
+		mdesc, err := e.pick(ctx, img.Target, what)
 		if err != nil {
 			return nil, err
 		}
@@ -188,8 +188,8 @@ func (e *exporter) collect(ctx context.Context, desc ocispec.Descriptor, what st
 	if done, ok := e.complete[desc.Digest]; ok {
 		return done, nil
 	}
-	if depth > maxIndexDepth {
-		return false, fmt.Errorf("%s: indexes nested more than %d deep: %w", what, maxIndexDepth, errdefs.ErrInvalidArgument)
+	if depth > images.MaxIndexDepth {
+		return false, fmt.Errorf("%s: indexes nested more than %d deep: %w", what, images.MaxIndexDepth, errdefs.ErrInvalidArgument)
 	}
 	doc, err := e.readDoc(ctx, desc, what)
 	if err != nil {
@@ -200,8 +200,8 @@ func (e *exporter) collect(ctx context.Context, desc ocispec.Descriptor, what st
 		return false, err
 	}
 	ok := false
-	switch kindOf(doc.mediaTypeOf(desc.MediaType)) {
-	case kindManifest:
+	switch mediaType := images.MediaType(desc.MediaType, doc.raw); {
+	case images.IsManifestType(mediaType):
 		if doc.Config == nil {
 			return false, fmt.Errorf("%s: manifest %s has no config: %w", what, desc.Digest, errdefs.ErrInvalidArgument)
 		}
@@ -225,7 +225,7 @@ func (e *exporter) collect(ctx context.Context, desc ocispec.Descriptor, what st
 				e.blobs[l.Digest] = l
 			}
 		}
-	case kindIndex:
+	case images.IsIndexType(mediaType):
 		for i, child := range doc.Manifests {
 			childOK, err := e.collect(ctx, child, fmt.Sprintf("%s: manifest %d of index %s", what, i, desc.Digest), depth+1)
 			if err != nil {
@@ -237,7 +237,7 @@ func (e *exporter) collect(ctx context.Context, desc ocispec.Descriptor, what st
 			return false, fmt.Errorf("%s: none of the %d manifests of index %s is complete in the content store: %w", what, len(doc.Manifests), desc.Digest, errdefs.ErrNotFound)
 		}
 	default:
-		return false, unknownMediaType(what, doc.mediaTypeOf(desc.MediaType))
+		return false, unknownMediaType(what, mediaType)
 	}
 	if ok {
 		e.blobs[desc.Digest] = desc
@@ -267,90 +267,34 @@ func (e *exporter) readDoc(ctx context.Context, desc ocispec.Descriptor, what st
 	if doc, ok := e.docs[desc.Digest]; ok {
 		return doc, nil
 	}
-	if desc.Size > maxMetadataSize {
-		return nil, fmt.Errorf("%s: manifest %s is %d bytes, more than the %d allowed: %w", what, desc.Digest, desc.Size, maxMetadataSize, errdefs.ErrInvalidArgument)
-	}
-	data, err := content.ReadBlob(ctx, e.p, desc)
+	data, err := images.ReadMetadata(ctx, e.p, desc)
 	if err != nil {
 		if errdefs.IsNotFound(err) {
 			return nil, fmt.Errorf("%s: manifest %s is not in the content store: pull or load the image again: %w", what, desc.Digest, errdefs.ErrNotFound)
 		}
 		return nil, fmt.Errorf("%s: reading manifest %s: %w", what, desc.Digest, err)
 	}
-	if int64(len(data)) != desc.Size || digest.FromBytes(data) != desc.Digest {
-		return nil, fmt.Errorf("%s: blob %s in the content store does not match its descriptor: %w", what, desc.Digest, errdefs.ErrFailedPrecondition)
-	}
-	var doc blobDoc
-	if err := json.Unmarshal(data, &doc); err != nil {
+	doc, err := decodeDoc(data)
+	if err != nil {
 		return nil, fmt.Errorf("%s: manifest %s is not valid JSON: %v: %w", what, desc.Digest, err, errdefs.ErrInvalidArgument)
 	}
-	e.docs[desc.Digest] = &doc
-	return &doc, nil
+	e.docs[desc.Digest] = doc
+	return doc, nil
 }
 
 // pick returns the manifest that manifest.json describes for target: the
 // target itself, or the best complete manifest for the platform.
-func (e *exporter) pick(ctx context.Context, target ocispec.Descriptor, what string, depth int) (ocispec.Descriptor, error) {
-	doc := e.docs[target.Digest]
-	if kindOf(doc.mediaTypeOf(target.MediaType)) == kindManifest {
-		return target, nil
-	}
-	type candidate struct {
-		desc     ocispec.Descriptor
-		platform ocispec.Platform
-	}
-	var cands []candidate
-	for _, child := range doc.Manifests {
-		if !e.complete[child.Digest] {
-			continue
-		}
-		childDoc := e.docs[child.Digest]
-		if kindOf(childDoc.mediaTypeOf(child.MediaType)) == kindIndex {
-			if depth >= maxIndexDepth {
-				continue
-			}
-			if m, err := e.pick(ctx, child, what, depth+1); err == nil {
-				cands = append(cands, candidate{desc: m, platform: e.platformOf(ctx, m)})
-			}
-			continue
-		}
-		p := e.platformOf(ctx, child)
-		if e.matcher.Match(p) {
-			cands = append(cands, candidate{desc: child, platform: p})
-		}
-	}
-	var best *candidate
-	for i := range cands {
-		if e.matcher.Match(cands[i].platform) && (best == nil || e.matcher.Less(cands[i].platform, best.platform)) {
-			best = &cands[i]
-		}
-	}
-	if best == nil {
+func (e *exporter) pick(ctx context.Context, target ocispec.Descriptor, what string) (ocispec.Descriptor, error) {
+	complete := func(d ocispec.Descriptor) bool { return e.complete[d.Digest] }
+	desc, _, err := images.Manifest(ctx, e.p, target, e.matcher, images.WithFilter(complete))
+	if errors.Is(err, images.ErrNoPlatform) {
 		return ocispec.Descriptor{}, fmt.Errorf("%s has no manifest for platform %s in the content store: save it for another platform: %w",
 			what, platforms.Format(e.platform), errdefs.ErrNotFound)
 	}
-	return best.desc, nil
-}
-
-// platformOf returns the platform of a manifest: its descriptor's, or its
-// config's.
-func (e *exporter) platformOf(ctx context.Context, desc ocispec.Descriptor) ocispec.Platform {
-	if desc.Platform != nil {
-		return *desc.Platform
-	}
-	doc := e.docs[desc.Digest]
-	if doc == nil || doc.Config == nil || doc.Config.Size > maxMetadataSize {
-		return ocispec.Platform{}
-	}
-	data, err := content.ReadBlob(ctx, e.p, *doc.Config)
 	if err != nil {
-		return ocispec.Platform{}
+		return ocispec.Descriptor{}, fmt.Errorf("%s: %w", what, err)
 	}
-	var cfg ocispec.Image
-	if json.Unmarshal(data, &cfg) != nil {
-		return ocispec.Platform{}
-	}
-	return cfg.Platform
+	return desc, nil
 }
 
 // write writes the tar: sorted names, so blobs first.

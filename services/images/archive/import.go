@@ -258,9 +258,9 @@ func symlinkTarget(name, linkname string) (string, error) {
 // readFile keeps a metadata file in memory or streams a blob into the store.
 func (imp *importer) readFile(ctx context.Context, name string, hdr *tar.Header, r io.Reader) error {
 	if metadataFiles[name] {
-		if hdr.Size > maxMetadataSize {
+		if hdr.Size > images.MaxMetadataSize {
 			return fmt.Errorf("archive entry %q is %d bytes, more than the %d allowed for image metadata: %w",
-				name, hdr.Size, maxMetadataSize, errdefs.ErrInvalidArgument)
+				name, hdr.Size, images.MaxMetadataSize, errdefs.ErrInvalidArgument)
 		}
 		data := make([]byte, hdr.Size)
 		n, err := io.ReadFull(r, data)

@@ -70,7 +70,7 @@ func TestImportDockerArchive(t *testing.T) {
 		if imgs[i].Name != n {
 			t.Errorf("image %d is named %q, want %q", i, imgs[i].Name, n)
 		}
-		if imgs[i].Target.MediaType != MediaTypeDockerManifest {
+		if imgs[i].Target.MediaType != images.MediaTypeDockerManifest {
 			t.Errorf("%s: target media type %s", n, imgs[i].Target.MediaType)
 		}
 	}
@@ -80,7 +80,7 @@ func TestImportDockerArchive(t *testing.T) {
 	checkImported(t, cs, imgs[0], bb, imagegen.FormatDocker)
 	checkImported(t, cs, imgs[2], layers, imagegen.FormatDocker)
 	m := readManifest(t, cs, imgs[0].Target)
-	if m.Layers[0].MediaType != MediaTypeDockerLayer {
+	if m.Layers[0].MediaType != images.MediaTypeDockerLayer {
 		t.Errorf("uncompressed layer got media type %s", m.Layers[0].MediaType)
 	}
 
@@ -177,7 +177,7 @@ func TestImportDocker25Archive(t *testing.T) {
 		}
 	}
 	imgs = importBytes(t, newStore(t), writeTarFiles(t, noIndex))
-	if len(imgs) != 1 || imgs[0].Target.MediaType != MediaTypeDockerManifest || imgs[0].Name != "docker.io/library/layers:25" {
+	if len(imgs) != 1 || imgs[0].Target.MediaType != images.MediaTypeDockerManifest || imgs[0].Name != "docker.io/library/layers:25" {
 		t.Fatalf("docker-only import gave %+v", imgs)
 	}
 }

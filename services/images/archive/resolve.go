@@ -108,7 +108,7 @@ func (r *resolver) oci(ctx context.Context, data []byte, byConfig map[digest.Dig
 	}
 	for i, desc := range idx.Manifests {
 		what := fmt.Sprintf("entry %d of index.json (%s)", i, desc.Digest)
-		if desc.MediaType != "" && kindOf(desc.MediaType) == kindUnknown {
+		if desc.MediaType != "" && !isImageType(desc.MediaType) {
 			return unknownMediaType(what, desc.MediaType)
 		}
 		var configs []digest.Digest
@@ -167,14 +167,14 @@ func ociName(ann map[string]string) (string, error) {
 // is in the store, records the garbage collection labels to set, appends the
 // configs of its manifests to configs and returns its media type.
 func (r *resolver) verify(ctx context.Context, desc ocispec.Descriptor, what string, depth int, configs *[]digest.Digest) (string, error) {
-	if depth > maxIndexDepth {
-		return "", fmt.Errorf("%s: indexes nested more than %d deep: %w", what, maxIndexDepth, errdefs.ErrInvalidArgument)
+	if depth > images.MaxIndexDepth {
+		return "", fmt.Errorf("%s: indexes nested more than %d deep: %w", what, images.MaxIndexDepth, errdefs.ErrInvalidArgument)
 	}
 	doc, err := r.readDoc(ctx, desc, what)
 	if err != nil {
 		return "", err
 	}
-	mediaType := doc.mediaTypeOf(desc.MediaType)
+	mediaType := images.MediaType(desc.MediaType, doc.raw)
 	if doc.MediaType != "" && doc.MediaType != mediaType {
 		return "", fmt.Errorf("%s: its descriptor says media type %q but the blob says %q: %w", what, mediaType, doc.MediaType, errdefs.ErrInvalidArgument)
 	}
@@ -182,8 +182,8 @@ func (r *resolver) verify(ctx context.Context, desc ocispec.Descriptor, what str
 		return "", fmt.Errorf("%s: schema version %d, expected 2: %w", what, doc.SchemaVersion, errdefs.ErrInvalidArgument)
 	}
 	labels := map[string]string{}
-	switch kindOf(mediaType) {
-	case kindManifest:
+	switch {
+	case images.IsManifestType(mediaType):
 		if doc.Config == nil {
 			return "", fmt.Errorf("%s: manifest has no config: %w", what, errdefs.ErrInvalidArgument)
 		}
@@ -204,11 +204,11 @@ func (r *resolver) verify(ctx context.Context, desc ocispec.Descriptor, what str
 			labels[LabelGCRefLayer(i)] = l.Digest.String()
 		}
 		*configs = append(*configs, doc.Config.Digest)
-	case kindIndex:
+	case images.IsIndexType(mediaType):
 		found := 0
 		for i, child := range doc.Manifests {
 			childWhat := fmt.Sprintf("manifest %d (%s) of index %s", i, child.Digest, desc.Digest)
-			if kindOf(child.MediaType) == kindUnknown {
+			if !isImageType(child.MediaType) {
 				return "", unknownMediaType(childWhat, child.MediaType)
 			}
 			labels[LabelGCRefManifest(i)] = child.Digest.String()
@@ -257,11 +257,11 @@ func (r *resolver) readDoc(ctx context.Context, desc ocispec.Descriptor, what st
 	if err != nil {
 		return nil, err
 	}
-	var doc blobDoc
-	if err := json.Unmarshal(data, &doc); err != nil {
+	doc, err := decodeDoc(data)
+	if err != nil {
 		return nil, fmt.Errorf("%s is not valid JSON: %v: %w", what, err, errdefs.ErrInvalidArgument)
 	}
-	return &doc, nil
+	return doc, nil
 }
 
 // readSmallBlob reads a blob that must be present and small enough for
@@ -270,15 +270,9 @@ func (r *resolver) readSmallBlob(ctx context.Context, desc ocispec.Descriptor, w
 	if err := r.present(ctx, desc, what); err != nil {
 		return nil, err
 	}
-	if desc.Size > maxMetadataSize {
-		return nil, fmt.Errorf("%s is %d bytes, more than the %d allowed for image metadata: %w", what, desc.Size, maxMetadataSize, errdefs.ErrInvalidArgument)
-	}
-	data, err := content.ReadBlob(ctx, r.cs(), desc)
+	data, err := images.ReadMetadata(ctx, r.cs(), desc)
 	if err != nil {
 		return nil, fmt.Errorf("reading %s: %w", what, err)
-	}
-	if int64(len(data)) != desc.Size {
-		return nil, fmt.Errorf("reading %s: got %d bytes, expected %d: %w", what, len(data), desc.Size, errdefs.ErrFailedPrecondition)
 	}
 	return data, nil
 }
@@ -365,7 +359,7 @@ var (
 
 // dockerManifest writes the schema 2 manifest of a manifest.json entry.
 func (r *resolver) dockerManifest(ctx context.Context, me dockerManifestEntry, cfg *entry, what string) (ocispec.Descriptor, error) {
-	cfgDesc := ocispec.Descriptor{MediaType: MediaTypeDockerConfig, Digest: cfg.desc.Digest, Size: cfg.desc.Size}
+	cfgDesc := ocispec.Descriptor{MediaType: images.MediaTypeDockerConfig, Digest: cfg.desc.Digest, Size: cfg.desc.Size}
 	cfgData, err := r.readSmallBlob(ctx, cfgDesc, fmt.Sprintf("config %q of %s", me.Config, what))
 	if err != nil {
 		return ocispec.Descriptor{}, err
@@ -378,7 +372,7 @@ func (r *resolver) dockerManifest(ctx context.Context, me dockerManifestEntry, c
 		return ocispec.Descriptor{}, fmt.Errorf("%s lists %d layers but its config %q has %d diff IDs: %w",
 			what, len(me.Layers), me.Config, len(config.RootFS.DiffIDs), errdefs.ErrInvalidArgument)
 	}
-	m := schema2Manifest{SchemaVersion: 2, MediaType: MediaTypeDockerManifest, Config: cfgDesc, Layers: []ocispec.Descriptor{}}
+	m := schema2Manifest{SchemaVersion: 2, MediaType: images.MediaTypeDockerManifest, Config: cfgDesc, Layers: []ocispec.Descriptor{}}
 	labels := map[string]string{LabelGCRefConfig: cfgDesc.Digest.String()}
 	for i, p := range me.Layers {
 		layerWhat := fmt.Sprintf("layer %d of %s", i, what)
@@ -386,10 +380,10 @@ func (r *resolver) dockerManifest(ctx context.Context, me dockerManifestEntry, c
 		if err != nil {
 			return ocispec.Descriptor{}, err
 		}
-		mediaType := MediaTypeDockerLayer
+		mediaType := images.MediaTypeDockerLayer
 		switch {
 		case bytes.HasPrefix(l.head, gzipMagic):
-			mediaType = MediaTypeDockerLayerGzip
+			mediaType = images.MediaTypeDockerLayerGzip
 		case bytes.HasPrefix(l.head, zstdMagic):
 			return ocispec.Descriptor{}, fmt.Errorf("%s (%q) is zstd-compressed, which a Docker schema 2 manifest cannot describe: %w", layerWhat, p, errdefs.ErrNotImplemented)
 		default:
@@ -407,7 +401,7 @@ func (r *resolver) dockerManifest(ctx context.Context, me dockerManifestEntry, c
 	if err != nil {
 		return ocispec.Descriptor{}, err
 	}
-	desc := ocispec.Descriptor{MediaType: MediaTypeDockerManifest, Digest: digest.FromBytes(data), Size: int64(len(data))}
+	desc := ocispec.Descriptor{MediaType: images.MediaTypeDockerManifest, Digest: digest.FromBytes(data), Size: int64(len(data))}
 	if err := r.writeManifest(ctx, desc, data, labels); err != nil {
 		return ocispec.Descriptor{}, err
 	}

@@ -10,7 +10,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"runtime"
@@ -36,18 +35,9 @@ import (
 // and its parents, while the blob lives.
 const LabelGCRefSnapshot = "berth.gc.ref.snapshot."
 
-// Docker's media types for the image manifest and the manifest list.
-const (
-	mediaTypeDockerManifest     = "application/vnd.docker.distribution.manifest.v2+json"
-	mediaTypeDockerManifestList = "application/vnd.docker.distribution.manifest.list.v2+json"
-)
-
-// maxIndexDepth bounds how deep indexes may nest, so that a cycle cannot loop.
-const maxIndexDepth = 4
-
 // ErrNoPlatform is wrapped by the error of an image whose index has no
 // manifest for the platform asked for: nothing of it can be unpacked here.
-var ErrNoPlatform = fmt.Errorf("no manifest for the platform: %w", errdefs.ErrNotFound)
+var ErrNoPlatform = images.ErrNoPlatform
 
 type options struct {
 	platform    platforms.MatchComparer
@@ -168,17 +158,13 @@ func Unpack(ctx context.Context, cs content.Store, sn snapshots.Snapshotter, app
 // readImage reads the manifest for the platform and the config of img and
 // returns the config's descriptor and the layers.
 func readImage(ctx context.Context, cs content.Provider, platform platforms.MatchComparer, img images.Image) (ocispec.Descriptor, []layer, error) {
-	manifest, err := readManifest(ctx, cs, platform, img.Target)
+	_, manifest, err := images.Manifest(ctx, cs, img.Target, platform)
 	if err != nil {
 		return ocispec.Descriptor{}, nil, fmt.Errorf("image %s: %w", img.Name, err)
 	}
-	blob, err := content.ReadBlob(ctx, cs, manifest.Config)
+	config, err := images.ReadConfig(ctx, cs, manifest.Config)
 	if err != nil {
-		return ocispec.Descriptor{}, nil, fmt.Errorf("reading the config %s of image %s: %w", manifest.Config.Digest, img.Name, err)
-	}
-	var config ocispec.Image
-	if err := json.Unmarshal(blob, &config); err != nil {
-		return ocispec.Descriptor{}, nil, errdefs.Errorf(errdefs.ErrInvalidArgument, "decoding the config %s of image %s: %v", manifest.Config.Digest, img.Name, err)
+		return ocispec.Descriptor{}, nil, fmt.Errorf("image %s: %w", img.Name, err)
 	}
 	diffIDs := config.RootFS.DiffIDs
 	if len(diffIDs) != len(manifest.Layers) {
@@ -197,88 +183,6 @@ func readImage(ctx context.Context, cs content.Provider, platform platforms.Matc
 		layers[i] = layer{name: fmt.Sprintf("layer %d/%d", i+1, len(diffIDs)), desc: manifest.Layers[i], diffID: diffIDs[i], chainID: chain[i]}
 	}
 	return manifest.Config, layers, nil
-}
-
-// readManifest reads the image manifest of target, choosing from indexes
-// the manifest for platform. A manifest given directly is used whatever
-// platform its config states, as containerd does.
-func readManifest(ctx context.Context, cs content.Provider, platform platforms.MatchComparer, target ocispec.Descriptor) (ocispec.Manifest, error) {
-	desc := target
-	for depth := 0; ; depth++ {
-		if depth > maxIndexDepth {
-			return ocispec.Manifest{}, errdefs.Errorf(errdefs.ErrInvalidArgument, "index %s nests more than %d indexes", target.Digest, maxIndexDepth)
-		}
-		blob, err := content.ReadBlob(ctx, cs, desc)
-		if err != nil {
-			return ocispec.Manifest{}, fmt.Errorf("reading %s: %w", desc.Digest, err)
-		}
-		switch mediaType(desc.MediaType, blob) {
-		case ocispec.MediaTypeImageIndex, mediaTypeDockerManifestList:
-			var idx ocispec.Index
-			if err := json.Unmarshal(blob, &idx); err != nil {
-				return ocispec.Manifest{}, errdefs.Errorf(errdefs.ErrInvalidArgument, "decoding index %s: %v", desc.Digest, err)
-			}
-			next, ok := choose(idx.Manifests, platform)
-			if !ok {
-				return ocispec.Manifest{}, fmt.Errorf("index %s lists %d manifests, none for this platform: %w", desc.Digest, len(idx.Manifests), ErrNoPlatform)
-			}
-			desc = next
-		case ocispec.MediaTypeImageManifest, mediaTypeDockerManifest:
-			var m ocispec.Manifest
-			if err := json.Unmarshal(blob, &m); err != nil {
-				return ocispec.Manifest{}, errdefs.Errorf(errdefs.ErrInvalidArgument, "decoding manifest %s: %v", desc.Digest, err)
-			}
-			if m.Config.Digest == "" {
-				return ocispec.Manifest{}, errdefs.Errorf(errdefs.ErrInvalidArgument, "manifest %s has no config", desc.Digest)
-			}
-			return m, nil
-		default:
-			return ocispec.Manifest{}, errdefs.Errorf(errdefs.ErrNotImplemented, "%s has media type %q, which is neither an image manifest nor an index", desc.Digest, desc.MediaType)
-		}
-	}
-}
-
-// choose returns the best manifest of an index for platform; manifests
-// that state no platform do not match.
-func choose(manifests []ocispec.Descriptor, platform platforms.MatchComparer) (ocispec.Descriptor, bool) {
-	var best *ocispec.Descriptor
-	for i, m := range manifests {
-		if m.Platform == nil || !platform.Match(*m.Platform) {
-			continue
-		}
-		if best == nil || platform.Less(*m.Platform, *best.Platform) {
-			best = &manifests[i]
-		}
-	}
-	if best == nil {
-		return ocispec.Descriptor{}, false
-	}
-	return *best, true
-}
-
-// mediaType returns the media type the descriptor states or, when empty,
-// the one the JSON states or implies.
-func mediaType(declared string, blob []byte) string {
-	if declared != "" {
-		return declared
-	}
-	var probe struct {
-		MediaType string            `json:"mediaType"`
-		Manifests []json.RawMessage `json:"manifests"`
-		Config    json.RawMessage   `json:"config"`
-	}
-	if json.Unmarshal(blob, &probe) != nil {
-		return ""
-	}
-	switch {
-	case probe.MediaType != "":
-		return probe.MediaType
-	case probe.Manifests != nil:
-		return ocispec.MediaTypeImageIndex
-	case probe.Config != nil:
-		return ocispec.MediaTypeImageManifest
-	}
-	return ""
 }
 
 // missingLayers returns the layers, from the bottom up, whose snapshots do
