@@ -27,6 +27,11 @@ var (
 	bucketKeySnapshots = []byte("snapshots")
 	bucketKeyChildren  = []byte("children")
 
+	bucketKeyContainers     = []byte("containers")
+	bucketKeyContainerNames = []byte("containernames")
+	bucketKeyRuntime        = []byte("runtime")
+	bucketKeyExtensions     = []byte("extensions")
+
 	keyCreatedAt = []byte("createdat")
 	keyUpdatedAt = []byte("updatedat")
 	keySize      = []byte("size")
@@ -37,6 +42,12 @@ var (
 	keyName      = []byte("name")
 	keyKind      = []byte("kind")
 	keyParent    = []byte("parent")
+
+	keyImage       = []byte("image")
+	keySnapshotter = []byte("snapshotter")
+	keySnapshotKey = []byte("snapshotkey")
+	keyOptions     = []byte("options")
+	keySpec        = []byte("spec")
 )
 
 // getBucket walks path from the top of the database; nil when any part is
@@ -98,6 +109,14 @@ func ingestsBucket(tx *bolt.Tx, ns string) *bolt.Bucket {
 
 func imagesBucket(tx *bolt.Tx, ns string) *bolt.Bucket {
 	return getBucket(tx, nsPath(ns, bucketKeyImages)...)
+}
+
+func containersBucket(tx *bolt.Tx, ns string) *bolt.Bucket {
+	return getBucket(tx, nsPath(ns, bucketKeyContainers)...)
+}
+
+func containerBucket(tx *bolt.Tx, ns, id string) *bolt.Bucket {
+	return getBucket(tx, nsPath(ns, bucketKeyContainers, []byte(id))...)
 }
 
 func leasesBucket(tx *bolt.Tx, ns string) *bolt.Bucket {

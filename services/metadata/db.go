@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/berth-engine/berth/internal/errdefs"
+	"github.com/berth-engine/berth/services/containers"
 	"github.com/berth-engine/berth/services/content"
 	"github.com/berth-engine/berth/services/events"
 	"github.com/berth-engine/berth/services/images"
@@ -192,6 +193,9 @@ func (db *DB) ContentStore() content.Store { return &contentStore{db: db} }
 
 // Images returns the image store.
 func (db *DB) Images() images.Store { return &imageStore{db: db} }
+
+// Containers returns the container store.
+func (db *DB) Containers() containers.Store { return &containerStore{db: db} }
 
 // Leases returns the lease manager.
 func (db *DB) Leases() leases.Manager { return &leaseManager{db: db} }

@@ -1,7 +1,7 @@
-// Package metadata is berthd's metadata store: namespaces, images, leases and
-// the per-namespace records of content and snapshots, kept in one bbolt
-// database, plus the mark-and-sweep garbage collector that frees what nothing
-// refers to.
+// Package metadata is berthd's metadata store: namespaces, images,
+// containers, leases and the per-namespace records of content and snapshots,
+// kept in one bbolt database, plus the mark-and-sweep garbage collector that
+// frees what nothing refers to.
 //
 // The blobs themselves live in a raw, un-namespaced content store (the local
 // package). A namespace sees a blob only through its own record of it, so two
@@ -58,6 +58,17 @@
 //	      children/<key> = ""
 //	      createdat, updatedat
 //	      labels/<key> = <value>
+//	    containers/<id>/                   id: 64 hexadecimal digits
+//	      name, image, snapshotter, snapshotkey
+//	      runtime/
+//	        name
+//	        options = <Any>               Any: a marshalled google.protobuf.Any
+//	      spec = <Any>                    the OCI runtime spec as JSON
+//	      createdat, updatedat
+//	      labels/<key> = <value>
+//	      extensions/<name> = <Any>
+//	    containernames/<name> = <id>      the name index, changed in the
+//	                                      same transaction as the record
 //	    leases/<id>/
 //	      createdat
 //	      labels/<key> = <value>
@@ -75,9 +86,11 @@
 //
 // # Garbage collection
 //
-// Roots are image targets, the resources of leases that have not expired
-// (content, ingests and snapshots), and snapshots labelled "berth.gc.root"
-// (any value, conventionally "true"). From a content or snapshot record,
+// Roots are image targets, containers (their snapshot, named by
+// snapshotter and snapshot key, and what their gc.ref labels name), the
+// resources of leases that have not expired (content, ingests and
+// snapshots), and snapshots labelled "berth.gc.root" (any value,
+// conventionally "true"). From a content or snapshot record,
 // labels whose key starts with "berth.gc.ref.content" name further digests,
 // and labels "berth.gc.ref.snapshot.<snapshotter>" (optionally followed by
 // "/" and anything, to give several) name snapshots of that snapshotter, all
@@ -92,6 +105,6 @@
 // have the backend key form) and no namespace records are removed, children
 // first. So an active snapshot or view that no lease holds and nothing
 // refers to is collected like anything else, as in containerd: whoever keeps
-// one without a lease (a container, later) must refer to it or label it
+// one without a lease must refer to it (a container record does) or label it
 // berth.gc.root. Each snapshotter is assumed to serve this berthd alone.
 package metadata

@@ -169,6 +169,18 @@ func collectNamespace(ns string, nb *bolt.Bucket, now time.Time, stats *GCStats,
 		return err
 	}
 
+	// Roots: containers, which keep their root filesystem snapshot and what
+	// their gc.ref labels name.
+	if err := forEachBucket(nb.Bucket(bucketKeyContainers), func(_ []byte, cb *bolt.Bucket) error {
+		if sn, key := cb.Get(keySnapshotter), cb.Get(keySnapshotKey); len(sn) > 0 {
+			mark(gcNode{snapshotter: string(sn), key: string(key)})
+		}
+		gcRefs(cb.Bucket(bucketKeyLabels), mark)
+		return nil
+	}); err != nil {
+		return err
+	}
+
 	// Roots: snapshots labelled as such.
 	snaps := nb.Bucket(bucketKeySnapshots)
 	if err := forEachBucket(snaps, func(sn []byte, sbkt *bolt.Bucket) error {

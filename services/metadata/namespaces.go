@@ -122,6 +122,7 @@ func (s *namespaceStore) Delete(ctx context.Context, name string) error {
 			n    int
 			what string
 		}{
+			{countBuckets(containersBucket(tx, name)), "container"},
 			{countBuckets(imagesBucket(tx, name)), "image"},
 			{countBuckets(blobsBucket(tx, name)), "blob"},
 			{len(backingIngests), "ingest"},

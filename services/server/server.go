@@ -34,6 +34,7 @@ import (
 	"github.com/berth-engine/berth/internal/errdefs"
 	"github.com/berth-engine/berth/internal/sockets"
 	"github.com/berth-engine/berth/internal/version"
+	"github.com/berth-engine/berth/services/containers/containerserver"
 	"github.com/berth-engine/berth/services/content/contentserver"
 	"github.com/berth-engine/berth/services/content/local"
 	"github.com/berth-engine/berth/services/diff/diffserver"
@@ -181,6 +182,7 @@ func New(ctx context.Context, cfg Config) (_ *Server, retErr error) {
 	}
 	contentserver.Register(s.grpc, s.db.ContentStore())
 	imageserver.Register(s.grpc, s.db.Images())
+	containerserver.Register(s.grpc, s.db.Containers())
 	leaseserver.Register(s.grpc, s.db.Leases())
 	namespaceserver.Register(s.grpc, s.db.Namespaces())
 	eventserver.Register(s.grpc, s.exchange)

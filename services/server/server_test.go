@@ -20,16 +20,20 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
+	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/emptypb"
 
 	"github.com/berth-engine/berth/internal/errdefs"
 	"github.com/berth-engine/berth/internal/namespaces"
+	containersv1 "github.com/berth-engine/berth/proto/containers/v1"
 	contentv1 "github.com/berth-engine/berth/proto/content/v1"
 	eventsv1 "github.com/berth-engine/berth/proto/events/v1"
 	imagesv1 "github.com/berth-engine/berth/proto/images/v1"
 	introspectionv1 "github.com/berth-engine/berth/proto/introspection/v1"
 	leasesv1 "github.com/berth-engine/berth/proto/leases/v1"
 	namespacesv1 "github.com/berth-engine/berth/proto/namespaces/v1"
+	"github.com/berth-engine/berth/services/containers"
+	"github.com/berth-engine/berth/services/containers/containerproxy"
 	"github.com/berth-engine/berth/services/content"
 	"github.com/berth-engine/berth/services/content/contentproxy"
 	"github.com/berth-engine/berth/services/images"
@@ -121,6 +125,7 @@ func TestServer(t *testing.T) {
 	}
 
 	wantServices := []string{
+		"berth.containers.v1.Containers",
 		"berth.content.v1.Content",
 		"berth.diff.v1.Diff",
 		"berth.events.v1.Events",
@@ -223,6 +228,30 @@ func TestServer(t *testing.T) {
 		}
 		if create, ok := ev.(*eventsv1.ImageCreate); !ok || create.GetName() != name || env.GetNamespace() != "default" {
 			t.Fatalf("event %v in %q, want the image create", ev, env.GetNamespace())
+		}
+	})
+
+	t.Run("containers", func(t *testing.T) {
+		cs := containerproxy.NewStore(containersv1.NewContainersClient(conn))
+		c := containers.Container{
+			ID:      strings.Repeat("c0", containers.IDLength/2),
+			Name:    "web",
+			Image:   "docker.io/library/busybox:latest",
+			Runtime: containers.RuntimeInfo{Name: "runc"},
+			Spec:    &anypb.Any{TypeUrl: containers.SpecTypeURL, Value: []byte(`{"ociVersion":"1.2.0"}`)},
+		}
+		if _, err := cs.Create(ctx, c); err != nil {
+			t.Fatal(err)
+		}
+		list, err := cs.List(ctx, "name==web")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(list) != 1 || list[0].ID != c.ID || list[0].CreatedAt.IsZero() {
+			t.Fatalf("list: %+v", list)
+		}
+		if _, err := cs.Create(ctx, c); !errdefs.IsAlreadyExists(err) {
+			t.Fatalf("create twice: %v, want already exists", err)
 		}
 	})
 

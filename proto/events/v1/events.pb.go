@@ -580,6 +580,202 @@ func (x *NamespaceDelete) GetName() string {
 	return ""
 }
 
+type ContainerCreate struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Image         string                 `protobuf:"bytes,3,opt,name=image,proto3" json:"image,omitempty"`
+	Runtime       string                 `protobuf:"bytes,4,opt,name=runtime,proto3" json:"runtime,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ContainerCreate) Reset() {
+	*x = ContainerCreate{}
+	mi := &file_events_v1_events_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ContainerCreate) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ContainerCreate) ProtoMessage() {}
+
+func (x *ContainerCreate) ProtoReflect() protoreflect.Message {
+	mi := &file_events_v1_events_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ContainerCreate.ProtoReflect.Descriptor instead.
+func (*ContainerCreate) Descriptor() ([]byte, []int) {
+	return file_events_v1_events_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *ContainerCreate) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *ContainerCreate) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ContainerCreate) GetImage() string {
+	if x != nil {
+		return x.Image
+	}
+	return ""
+}
+
+func (x *ContainerCreate) GetRuntime() string {
+	if x != nil {
+		return x.Runtime
+	}
+	return ""
+}
+
+type ContainerUpdate struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Image         string                 `protobuf:"bytes,3,opt,name=image,proto3" json:"image,omitempty"`
+	Labels        map[string]string      `protobuf:"bytes,4,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	SnapshotKey   string                 `protobuf:"bytes,5,opt,name=snapshot_key,json=snapshotKey,proto3" json:"snapshot_key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ContainerUpdate) Reset() {
+	*x = ContainerUpdate{}
+	mi := &file_events_v1_events_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ContainerUpdate) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ContainerUpdate) ProtoMessage() {}
+
+func (x *ContainerUpdate) ProtoReflect() protoreflect.Message {
+	mi := &file_events_v1_events_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ContainerUpdate.ProtoReflect.Descriptor instead.
+func (*ContainerUpdate) Descriptor() ([]byte, []int) {
+	return file_events_v1_events_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *ContainerUpdate) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *ContainerUpdate) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ContainerUpdate) GetImage() string {
+	if x != nil {
+		return x.Image
+	}
+	return ""
+}
+
+func (x *ContainerUpdate) GetLabels() map[string]string {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
+}
+
+func (x *ContainerUpdate) GetSnapshotKey() string {
+	if x != nil {
+		return x.SnapshotKey
+	}
+	return ""
+}
+
+type ContainerDelete struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ContainerDelete) Reset() {
+	*x = ContainerDelete{}
+	mi := &file_events_v1_events_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ContainerDelete) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ContainerDelete) ProtoMessage() {}
+
+func (x *ContainerDelete) ProtoReflect() protoreflect.Message {
+	mi := &file_events_v1_events_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ContainerDelete.ProtoReflect.Descriptor instead.
+func (*ContainerDelete) Descriptor() ([]byte, []int) {
+	return file_events_v1_events_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *ContainerDelete) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *ContainerDelete) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
 var File_events_v1_events_proto protoreflect.FileDescriptor
 
 const file_events_v1_events_proto_rawDesc = "" +
@@ -627,7 +823,24 @@ const file_events_v1_events_proto_rawDesc = "" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"%\n" +
 	"\x0fNamespaceDelete\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name2\x99\x01\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"e\n" +
+	"\x0fContainerCreate\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x14\n" +
+	"\x05image\x18\x03 \x01(\tR\x05image\x12\x18\n" +
+	"\aruntime\x18\x04 \x01(\tR\aruntime\"\xef\x01\n" +
+	"\x0fContainerUpdate\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x14\n" +
+	"\x05image\x18\x03 \x01(\tR\x05image\x12D\n" +
+	"\x06labels\x18\x04 \x03(\v2,.berth.events.v1.ContainerUpdate.LabelsEntryR\x06labels\x12!\n" +
+	"\fsnapshot_key\x18\x05 \x01(\tR\vsnapshotKey\x1a9\n" +
+	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"5\n" +
+	"\x0fContainerDelete\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name2\x99\x01\n" +
 	"\x06Events\x12B\n" +
 	"\aPublish\x12\x1f.berth.events.v1.PublishRequest\x1a\x16.google.protobuf.Empty\x12K\n" +
 	"\tSubscribe\x12!.berth.events.v1.SubscribeRequest\x1a\x19.berth.events.v1.Envelope0\x01B8Z6github.com/berth-engine/berth/proto/events/v1;eventsv1b\x06proto3"
@@ -644,7 +857,7 @@ func file_events_v1_events_proto_rawDescGZIP() []byte {
 	return file_events_v1_events_proto_rawDescData
 }
 
-var file_events_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_events_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_events_v1_events_proto_goTypes = []any{
 	(*PublishRequest)(nil),        // 0: berth.events.v1.PublishRequest
 	(*SubscribeRequest)(nil),      // 1: berth.events.v1.SubscribeRequest
@@ -657,31 +870,36 @@ var file_events_v1_events_proto_goTypes = []any{
 	(*NamespaceCreate)(nil),       // 8: berth.events.v1.NamespaceCreate
 	(*NamespaceUpdate)(nil),       // 9: berth.events.v1.NamespaceUpdate
 	(*NamespaceDelete)(nil),       // 10: berth.events.v1.NamespaceDelete
-	nil,                           // 11: berth.events.v1.ImageCreate.LabelsEntry
-	nil,                           // 12: berth.events.v1.ImageUpdate.LabelsEntry
-	nil,                           // 13: berth.events.v1.NamespaceCreate.LabelsEntry
-	nil,                           // 14: berth.events.v1.NamespaceUpdate.LabelsEntry
-	(*anypb.Any)(nil),             // 15: google.protobuf.Any
-	(*timestamppb.Timestamp)(nil), // 16: google.protobuf.Timestamp
-	(*emptypb.Empty)(nil),         // 17: google.protobuf.Empty
+	(*ContainerCreate)(nil),       // 11: berth.events.v1.ContainerCreate
+	(*ContainerUpdate)(nil),       // 12: berth.events.v1.ContainerUpdate
+	(*ContainerDelete)(nil),       // 13: berth.events.v1.ContainerDelete
+	nil,                           // 14: berth.events.v1.ImageCreate.LabelsEntry
+	nil,                           // 15: berth.events.v1.ImageUpdate.LabelsEntry
+	nil,                           // 16: berth.events.v1.NamespaceCreate.LabelsEntry
+	nil,                           // 17: berth.events.v1.NamespaceUpdate.LabelsEntry
+	nil,                           // 18: berth.events.v1.ContainerUpdate.LabelsEntry
+	(*anypb.Any)(nil),             // 19: google.protobuf.Any
+	(*timestamppb.Timestamp)(nil), // 20: google.protobuf.Timestamp
+	(*emptypb.Empty)(nil),         // 21: google.protobuf.Empty
 }
 var file_events_v1_events_proto_depIdxs = []int32{
-	15, // 0: berth.events.v1.PublishRequest.event:type_name -> google.protobuf.Any
-	16, // 1: berth.events.v1.Envelope.timestamp:type_name -> google.protobuf.Timestamp
-	15, // 2: berth.events.v1.Envelope.event:type_name -> google.protobuf.Any
-	11, // 3: berth.events.v1.ImageCreate.labels:type_name -> berth.events.v1.ImageCreate.LabelsEntry
-	12, // 4: berth.events.v1.ImageUpdate.labels:type_name -> berth.events.v1.ImageUpdate.LabelsEntry
-	13, // 5: berth.events.v1.NamespaceCreate.labels:type_name -> berth.events.v1.NamespaceCreate.LabelsEntry
-	14, // 6: berth.events.v1.NamespaceUpdate.labels:type_name -> berth.events.v1.NamespaceUpdate.LabelsEntry
-	0,  // 7: berth.events.v1.Events.Publish:input_type -> berth.events.v1.PublishRequest
-	1,  // 8: berth.events.v1.Events.Subscribe:input_type -> berth.events.v1.SubscribeRequest
-	17, // 9: berth.events.v1.Events.Publish:output_type -> google.protobuf.Empty
-	2,  // 10: berth.events.v1.Events.Subscribe:output_type -> berth.events.v1.Envelope
-	9,  // [9:11] is the sub-list for method output_type
-	7,  // [7:9] is the sub-list for method input_type
-	7,  // [7:7] is the sub-list for extension type_name
-	7,  // [7:7] is the sub-list for extension extendee
-	0,  // [0:7] is the sub-list for field type_name
+	19, // 0: berth.events.v1.PublishRequest.event:type_name -> google.protobuf.Any
+	20, // 1: berth.events.v1.Envelope.timestamp:type_name -> google.protobuf.Timestamp
+	19, // 2: berth.events.v1.Envelope.event:type_name -> google.protobuf.Any
+	14, // 3: berth.events.v1.ImageCreate.labels:type_name -> berth.events.v1.ImageCreate.LabelsEntry
+	15, // 4: berth.events.v1.ImageUpdate.labels:type_name -> berth.events.v1.ImageUpdate.LabelsEntry
+	16, // 5: berth.events.v1.NamespaceCreate.labels:type_name -> berth.events.v1.NamespaceCreate.LabelsEntry
+	17, // 6: berth.events.v1.NamespaceUpdate.labels:type_name -> berth.events.v1.NamespaceUpdate.LabelsEntry
+	18, // 7: berth.events.v1.ContainerUpdate.labels:type_name -> berth.events.v1.ContainerUpdate.LabelsEntry
+	0,  // 8: berth.events.v1.Events.Publish:input_type -> berth.events.v1.PublishRequest
+	1,  // 9: berth.events.v1.Events.Subscribe:input_type -> berth.events.v1.SubscribeRequest
+	21, // 10: berth.events.v1.Events.Publish:output_type -> google.protobuf.Empty
+	2,  // 11: berth.events.v1.Events.Subscribe:output_type -> berth.events.v1.Envelope
+	10, // [10:12] is the sub-list for method output_type
+	8,  // [8:10] is the sub-list for method input_type
+	8,  // [8:8] is the sub-list for extension type_name
+	8,  // [8:8] is the sub-list for extension extendee
+	0,  // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_events_v1_events_proto_init() }
@@ -695,7 +913,7 @@ func file_events_v1_events_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_events_v1_events_proto_rawDesc), len(file_events_v1_events_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   15,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
