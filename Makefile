@@ -20,8 +20,9 @@ GRPCURL_VERSION := v1.9.4
 BUF_VERSION := v1.75.0
 PROTOC_GEN_GO_VERSION := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
+PROTOC_GEN_GO_TTRPC_VERSION := v1.2.10
 
-COMMANDS := berthd berth-snapshotter berth mkimage bench
+COMMANDS := berthd berth-snapshotter berth-shim berth mkimage bench
 DEMO_ROOT ?= /var/lib/berth
 DEMO_STATE ?= /run/berth
 
@@ -58,16 +59,20 @@ $(TOOLS)/protoc-gen-go:
 $(TOOLS)/protoc-gen-go-grpc:
 	GOBIN=$(TOOLS) $(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
 
+$(TOOLS)/protoc-gen-go-ttrpc:
+	GOBIN=$(TOOLS) $(GO) install github.com/containerd/ttrpc/cmd/protoc-gen-go-ttrpc@$(PROTOC_GEN_GO_TTRPC_VERSION)
+
 build:
 	@mkdir -p $(BIN)
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/berthd ./services/cmd/berthd
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/berth-snapshotter ./snapshotter/cmd/berth-snapshotter
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/berth-shim ./shim/cmd/berth-shim
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/berth ./cli/cmd/berth
 	$(GO) build -o $(BIN)/mkimage ./tools/mkimage
 	$(GO) build -o $(BIN)/bench ./tools/bench
 
 # Regenerates the Go code beside the .proto files; the result is committed.
-proto: $(TOOLS)/buf $(TOOLS)/protoc-gen-go $(TOOLS)/protoc-gen-go-grpc
+proto: $(TOOLS)/buf $(TOOLS)/protoc-gen-go $(TOOLS)/protoc-gen-go-grpc $(TOOLS)/protoc-gen-go-ttrpc
 	PATH=$(TOOLS):$$PATH buf lint
 	PATH=$(TOOLS):$$PATH buf generate
 
