@@ -8,6 +8,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/berth-engine/berth/internal/errdefs"
+	"github.com/berth-engine/berth/internal/filters"
 )
 
 // Bucket and key names of the layout documented in doc.go.
@@ -249,4 +250,29 @@ func readMap(bkt *bolt.Bucket, name []byte) map[string]string {
 		return nil
 	})
 	return m
+}
+
+// readMatching reads the records that are the nested buckets of the bucket
+// that bucketOf finds, in one read transaction, and returns those that match
+// the filters, in key order.
+func readMatching[T any](db *bolt.DB, fs []string, bucketOf func(*bolt.Tx) *bolt.Bucket,
+	read func(key string, b *bolt.Bucket) (T, error), adapt func(T) filters.Adaptor) ([]T, error) {
+	filter, err := filters.Parse(fs...)
+	if err != nil {
+		return nil, err
+	}
+	var out []T
+	err = db.View(func(tx *bolt.Tx) error {
+		return forEachBucket(bucketOf(tx), func(k []byte, b *bolt.Bucket) error {
+			rec, err := read(string(k), b)
+			if err != nil {
+				return err
+			}
+			if filter.Match(adapt(rec)) {
+				out = append(out, rec)
+			}
+			return nil
+		})
+	})
+	return out, err
 }

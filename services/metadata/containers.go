@@ -61,23 +61,7 @@ func (s *containerStore) List(ctx context.Context, fs ...string) ([]containers.C
 	if err != nil {
 		return nil, err
 	}
-	filter, err := filters.Parse(fs...)
-	if err != nil {
-		return nil, err
-	}
-	var out []containers.Container
-	err = s.db.bdb.View(func(tx *bolt.Tx) error {
-		return forEachBucket(containersBucket(tx, ns), func(k []byte, cb *bolt.Bucket) error {
-			c, err := readContainer(string(k), cb)
-			if err != nil {
-				return err
-			}
-			if filter.Match(containerAdaptor(c)) {
-				out = append(out, c)
-			}
-			return nil
-		})
-	})
+	out, err := readMatching(s.db.bdb, fs, func(tx *bolt.Tx) *bolt.Bucket { return containersBucket(tx, ns) }, readContainer, containerAdaptor)
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out, err
 }

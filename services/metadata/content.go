@@ -119,23 +119,9 @@ func (s *contentStore) Walk(ctx context.Context, fn content.WalkFunc, fs ...stri
 	if err != nil {
 		return err
 	}
-	filter, err := filters.Parse(fs...)
-	if err != nil {
-		return err
-	}
-	var infos []content.Info
-	err = s.db.bdb.View(func(tx *bolt.Tx) error {
-		return forEachBucket(blobsBucket(tx, ns), func(k []byte, bkt *bolt.Bucket) error {
-			info, err := readContentInfo(digest.Digest(k), bkt)
-			if err != nil {
-				return err
-			}
-			if filter.Match(content.InfoAdaptor(info)) {
-				infos = append(infos, info)
-			}
-			return nil
-		})
-	})
+	readInfo := func(k string, b *bolt.Bucket) (content.Info, error) { return readContentInfo(digest.Digest(k), b) }
+	infos, err := readMatching(s.db.bdb, fs, func(tx *bolt.Tx) *bolt.Bucket { return blobsBucket(tx, ns) },
+		readInfo, content.InfoAdaptor)
 	if err != nil {
 		return err
 	}

@@ -52,23 +52,7 @@ func (s *imageStore) List(ctx context.Context, fs ...string) ([]images.Image, er
 	if err != nil {
 		return nil, err
 	}
-	filter, err := filters.Parse(fs...)
-	if err != nil {
-		return nil, err
-	}
-	var out []images.Image
-	err = s.db.bdb.View(func(tx *bolt.Tx) error {
-		return forEachBucket(imagesBucket(tx, ns), func(k []byte, bkt *bolt.Bucket) error {
-			img, err := readImage(string(k), bkt)
-			if err != nil {
-				return err
-			}
-			if filter.Match(imageAdaptor(img)) {
-				out = append(out, img)
-			}
-			return nil
-		})
-	})
+	out, err := readMatching(s.db.bdb, fs, func(tx *bolt.Tx) *bolt.Bucket { return imagesBucket(tx, ns) }, readImage, imageAdaptor)
 	// bbolt iterates in key order already; sort anyway so the order is
 	// part of the contract and not of the storage.
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })

@@ -12,7 +12,6 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/berth-engine/berth/internal/errdefs"
-	"github.com/berth-engine/berth/internal/filters"
 	"github.com/berth-engine/berth/internal/mount"
 	nsctx "github.com/berth-engine/berth/internal/namespaces"
 	"github.com/berth-engine/berth/services/leases"
@@ -571,23 +570,8 @@ func (s *snapshotter) Walk(ctx context.Context, fn snapshots.WalkFunc, fs ...str
 	if err != nil {
 		return err
 	}
-	filter, err := filters.Parse(fs...)
-	if err != nil {
-		return err
-	}
-	var infos []snapshots.Info
-	err = s.db.bdb.View(func(tx *bolt.Tx) error {
-		return forEachBucket(snapshotsBucket(tx, ns, s.name), func(k []byte, kb *bolt.Bucket) error {
-			info, err := readSnapshotInfo(string(k), kb)
-			if err != nil {
-				return err
-			}
-			if filter.Match(snapshots.InfoAdaptor(info)) {
-				infos = append(infos, info)
-			}
-			return nil
-		})
-	})
+	infos, err := readMatching(s.db.bdb, fs, func(tx *bolt.Tx) *bolt.Bucket { return snapshotsBucket(tx, ns, s.name) },
+		readSnapshotInfo, snapshots.InfoAdaptor)
 	if err != nil {
 		return err
 	}
