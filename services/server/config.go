@@ -41,6 +41,12 @@ type Config struct {
 	// SnapshotterBinary is the berth-snapshotter program embedded
 	// snapshotters run; empty means the one next to berthd, else on PATH.
 	SnapshotterBinary string `toml:"snapshotter_binary"`
+	// ShimBinary is the berth-shim program started for each task; empty
+	// means the one next to berthd, else on PATH.
+	ShimBinary string `toml:"shim_binary"`
+	// Runtime is the OCI runtime the shims drive (path or name); empty
+	// means runc.
+	Runtime string `toml:"runtime"`
 	// Snapshotters by name. The embedded "overlay" and "native" are always
 	// there unless an entry changes or disables them.
 	Snapshotters map[string]SnapshotterConfig `toml:"snapshotters"`
@@ -82,7 +88,7 @@ func defaultSnapshotters() map[string]SnapshotterConfig {
 }
 
 // configKeys lists the top-level keys, for the message about unknown ones.
-const configKeys = "root, state, address, metrics_address, log_level, default_snapshotter, snapshotter_binary and [snapshotters.NAME] (address, backend, disabled)"
+const configKeys = "root, state, address, metrics_address, log_level, default_snapshotter, snapshotter_binary, shim_binary, runtime and [snapshotters.NAME] (address, backend, disabled)"
 
 // LoadConfig reads the TOML file at path over the defaults. A missing file
 // at DefaultConfigPath, or an empty path, gives the defaults; any other

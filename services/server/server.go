@@ -46,6 +46,9 @@ import (
 	"github.com/berth-engine/berth/services/leases/leaseserver"
 	"github.com/berth-engine/berth/services/metadata"
 	"github.com/berth-engine/berth/services/namespaces/namespaceserver"
+	tasklocal "github.com/berth-engine/berth/services/tasks/local"
+	"github.com/berth-engine/berth/services/tasks/taskserver"
+	"github.com/berth-engine/berth/snapshotter/snapshots"
 	"github.com/berth-engine/berth/snapshotter/snapshotserver"
 )
 
@@ -68,6 +71,7 @@ type Server struct {
 	db           *metadata.DB
 	snapshotters *snapshotterSet
 	exchange     *exchange.Exchange
+	tasks        *tasklocal.Service
 	grpc         *grpc.Server
 	health       *health.Server
 	registry     *prometheus.Registry
@@ -151,6 +155,26 @@ func New(ctx context.Context, cfg Config) (_ *Server, retErr error) {
 		return nil, fmt.Errorf("initialising metadata database %s: %w", dbPath, err)
 	}
 
+	// Tasks reconnect to the shims of a previous berthd here.
+	s.tasks, err = tasklocal.New(ctx, tasklocal.Config{
+		Root:       cfg.Root,
+		State:      cfg.State,
+		ShimBinary: cfg.ShimBinary,
+		Runtime:    cfg.Runtime,
+		Containers: s.db.Containers(),
+		Snapshotter: func(name string) snapshots.Snapshotter {
+			if name == "" {
+				name = cfg.DefaultSnapshotter
+			}
+			return s.db.Snapshotter(name)
+		},
+		Publisher: s.exchange,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("starting the tasks service: %w", err)
+	}
+	undo = append(undo, func() { s.tasks.Close() })
+
 	s.registry = prometheus.NewRegistry()
 	grpcMetrics := grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram())
 	buildInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{
@@ -183,6 +207,7 @@ func New(ctx context.Context, cfg Config) (_ *Server, retErr error) {
 	contentserver.Register(s.grpc, s.db.ContentStore())
 	imageserver.Register(s.grpc, s.db.Images())
 	containerserver.Register(s.grpc, s.db.Containers())
+	taskserver.Register(s.grpc, s.tasks)
 	leaseserver.Register(s.grpc, s.db.Leases())
 	namespaceserver.Register(s.grpc, s.db.Namespaces())
 	eventserver.Register(s.grpc, s.exchange)
@@ -320,6 +345,8 @@ func (s *Server) Stop() {
 			}
 			cancel()
 		}
+		// The shims keep running; a later berthd reconnects to them.
+		s.tasks.Close()
 		if err := s.db.Close(); err != nil {
 			slog.Warn("closing metadata", "error", err)
 		}

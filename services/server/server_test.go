@@ -32,6 +32,7 @@ import (
 	introspectionv1 "github.com/berth-engine/berth/proto/introspection/v1"
 	leasesv1 "github.com/berth-engine/berth/proto/leases/v1"
 	namespacesv1 "github.com/berth-engine/berth/proto/namespaces/v1"
+	tasksv1 "github.com/berth-engine/berth/proto/tasks/v1"
 	"github.com/berth-engine/berth/services/containers"
 	"github.com/berth-engine/berth/services/containers/containerproxy"
 	"github.com/berth-engine/berth/services/content"
@@ -41,6 +42,7 @@ import (
 	"github.com/berth-engine/berth/services/leases"
 	"github.com/berth-engine/berth/services/leases/leaseproxy"
 	"github.com/berth-engine/berth/services/namespaces/namespaceproxy"
+	"github.com/berth-engine/berth/services/tasks/taskproxy"
 )
 
 // testConfig returns a configuration on fresh folders, with the socket in a
@@ -134,6 +136,7 @@ func TestServer(t *testing.T) {
 		"berth.leases.v1.Leases",
 		"berth.namespaces.v1.Namespaces",
 		"berth.snapshots.v1.Snapshots",
+		"berth.tasks.v1.Tasks",
 		"grpc.health.v1.Health",
 	}
 	t.Run("reflection", func(t *testing.T) {
@@ -252,6 +255,17 @@ func TestServer(t *testing.T) {
 		}
 		if _, err := cs.Create(ctx, c); !errdefs.IsAlreadyExists(err) {
 			t.Fatalf("create twice: %v, want already exists", err)
+		}
+	})
+
+	t.Run("tasks", func(t *testing.T) {
+		ts := taskproxy.New(tasksv1.NewTasksClient(conn))
+		list, err := ts.List(ctx, &tasksv1.ListTasksRequest{})
+		if err != nil || len(list.GetTasks()) != 0 {
+			t.Fatalf("list: %v %v, want no tasks", list, err)
+		}
+		if _, err := ts.Get(ctx, &tasksv1.GetRequest{ContainerId: "nothere"}); !errdefs.IsNotFound(err) {
+			t.Fatalf("get of a missing task: %v, want not found", err)
 		}
 	})
 

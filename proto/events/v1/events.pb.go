@@ -776,6 +776,263 @@ func (x *ContainerDelete) GetName() string {
 	return ""
 }
 
+type TaskCreate struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ContainerId   string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	Bundle        string                 `protobuf:"bytes,2,opt,name=bundle,proto3" json:"bundle,omitempty"`
+	Pid           uint32                 `protobuf:"varint,3,opt,name=pid,proto3" json:"pid,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TaskCreate) Reset() {
+	*x = TaskCreate{}
+	mi := &file_events_v1_events_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TaskCreate) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TaskCreate) ProtoMessage() {}
+
+func (x *TaskCreate) ProtoReflect() protoreflect.Message {
+	mi := &file_events_v1_events_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TaskCreate.ProtoReflect.Descriptor instead.
+func (*TaskCreate) Descriptor() ([]byte, []int) {
+	return file_events_v1_events_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *TaskCreate) GetContainerId() string {
+	if x != nil {
+		return x.ContainerId
+	}
+	return ""
+}
+
+func (x *TaskCreate) GetBundle() string {
+	if x != nil {
+		return x.Bundle
+	}
+	return ""
+}
+
+func (x *TaskCreate) GetPid() uint32 {
+	if x != nil {
+		return x.Pid
+	}
+	return 0
+}
+
+type TaskStart struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ContainerId   string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	Pid           uint32                 `protobuf:"varint,2,opt,name=pid,proto3" json:"pid,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TaskStart) Reset() {
+	*x = TaskStart{}
+	mi := &file_events_v1_events_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TaskStart) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TaskStart) ProtoMessage() {}
+
+func (x *TaskStart) ProtoReflect() protoreflect.Message {
+	mi := &file_events_v1_events_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TaskStart.ProtoReflect.Descriptor instead.
+func (*TaskStart) Descriptor() ([]byte, []int) {
+	return file_events_v1_events_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *TaskStart) GetContainerId() string {
+	if x != nil {
+		return x.ContainerId
+	}
+	return ""
+}
+
+func (x *TaskStart) GetPid() uint32 {
+	if x != nil {
+		return x.Pid
+	}
+	return 0
+}
+
+type TaskExit struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	ContainerId string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	// id is the exec id, empty for the init process.
+	Id            string                 `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`
+	Pid           uint32                 `protobuf:"varint,3,opt,name=pid,proto3" json:"pid,omitempty"`
+	ExitStatus    uint32                 `protobuf:"varint,4,opt,name=exit_status,json=exitStatus,proto3" json:"exit_status,omitempty"`
+	ExitedAt      *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=exited_at,json=exitedAt,proto3" json:"exited_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TaskExit) Reset() {
+	*x = TaskExit{}
+	mi := &file_events_v1_events_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TaskExit) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TaskExit) ProtoMessage() {}
+
+func (x *TaskExit) ProtoReflect() protoreflect.Message {
+	mi := &file_events_v1_events_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TaskExit.ProtoReflect.Descriptor instead.
+func (*TaskExit) Descriptor() ([]byte, []int) {
+	return file_events_v1_events_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *TaskExit) GetContainerId() string {
+	if x != nil {
+		return x.ContainerId
+	}
+	return ""
+}
+
+func (x *TaskExit) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *TaskExit) GetPid() uint32 {
+	if x != nil {
+		return x.Pid
+	}
+	return 0
+}
+
+func (x *TaskExit) GetExitStatus() uint32 {
+	if x != nil {
+		return x.ExitStatus
+	}
+	return 0
+}
+
+func (x *TaskExit) GetExitedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExitedAt
+	}
+	return nil
+}
+
+type TaskDelete struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ContainerId   string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	Pid           uint32                 `protobuf:"varint,2,opt,name=pid,proto3" json:"pid,omitempty"`
+	ExitStatus    uint32                 `protobuf:"varint,3,opt,name=exit_status,json=exitStatus,proto3" json:"exit_status,omitempty"`
+	ExitedAt      *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=exited_at,json=exitedAt,proto3" json:"exited_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TaskDelete) Reset() {
+	*x = TaskDelete{}
+	mi := &file_events_v1_events_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TaskDelete) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TaskDelete) ProtoMessage() {}
+
+func (x *TaskDelete) ProtoReflect() protoreflect.Message {
+	mi := &file_events_v1_events_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TaskDelete.ProtoReflect.Descriptor instead.
+func (*TaskDelete) Descriptor() ([]byte, []int) {
+	return file_events_v1_events_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *TaskDelete) GetContainerId() string {
+	if x != nil {
+		return x.ContainerId
+	}
+	return ""
+}
+
+func (x *TaskDelete) GetPid() uint32 {
+	if x != nil {
+		return x.Pid
+	}
+	return 0
+}
+
+func (x *TaskDelete) GetExitStatus() uint32 {
+	if x != nil {
+		return x.ExitStatus
+	}
+	return 0
+}
+
+func (x *TaskDelete) GetExitedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExitedAt
+	}
+	return nil
+}
+
 var File_events_v1_events_proto protoreflect.FileDescriptor
 
 const file_events_v1_events_proto_rawDesc = "" +
@@ -840,7 +1097,29 @@ const file_events_v1_events_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"5\n" +
 	"\x0fContainerDelete\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
-	"\x04name\x18\x02 \x01(\tR\x04name2\x99\x01\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\"Y\n" +
+	"\n" +
+	"TaskCreate\x12!\n" +
+	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x16\n" +
+	"\x06bundle\x18\x02 \x01(\tR\x06bundle\x12\x10\n" +
+	"\x03pid\x18\x03 \x01(\rR\x03pid\"@\n" +
+	"\tTaskStart\x12!\n" +
+	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x10\n" +
+	"\x03pid\x18\x02 \x01(\rR\x03pid\"\xa9\x01\n" +
+	"\bTaskExit\x12!\n" +
+	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x0e\n" +
+	"\x02id\x18\x02 \x01(\tR\x02id\x12\x10\n" +
+	"\x03pid\x18\x03 \x01(\rR\x03pid\x12\x1f\n" +
+	"\vexit_status\x18\x04 \x01(\rR\n" +
+	"exitStatus\x127\n" +
+	"\texited_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\bexitedAt\"\x9b\x01\n" +
+	"\n" +
+	"TaskDelete\x12!\n" +
+	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x10\n" +
+	"\x03pid\x18\x02 \x01(\rR\x03pid\x12\x1f\n" +
+	"\vexit_status\x18\x03 \x01(\rR\n" +
+	"exitStatus\x127\n" +
+	"\texited_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\bexitedAt2\x99\x01\n" +
 	"\x06Events\x12B\n" +
 	"\aPublish\x12\x1f.berth.events.v1.PublishRequest\x1a\x16.google.protobuf.Empty\x12K\n" +
 	"\tSubscribe\x12!.berth.events.v1.SubscribeRequest\x1a\x19.berth.events.v1.Envelope0\x01B8Z6github.com/berth-engine/berth/proto/events/v1;eventsv1b\x06proto3"
@@ -857,7 +1136,7 @@ func file_events_v1_events_proto_rawDescGZIP() []byte {
 	return file_events_v1_events_proto_rawDescData
 }
 
-var file_events_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
+var file_events_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_events_v1_events_proto_goTypes = []any{
 	(*PublishRequest)(nil),        // 0: berth.events.v1.PublishRequest
 	(*SubscribeRequest)(nil),      // 1: berth.events.v1.SubscribeRequest
@@ -873,33 +1152,39 @@ var file_events_v1_events_proto_goTypes = []any{
 	(*ContainerCreate)(nil),       // 11: berth.events.v1.ContainerCreate
 	(*ContainerUpdate)(nil),       // 12: berth.events.v1.ContainerUpdate
 	(*ContainerDelete)(nil),       // 13: berth.events.v1.ContainerDelete
-	nil,                           // 14: berth.events.v1.ImageCreate.LabelsEntry
-	nil,                           // 15: berth.events.v1.ImageUpdate.LabelsEntry
-	nil,                           // 16: berth.events.v1.NamespaceCreate.LabelsEntry
-	nil,                           // 17: berth.events.v1.NamespaceUpdate.LabelsEntry
-	nil,                           // 18: berth.events.v1.ContainerUpdate.LabelsEntry
-	(*anypb.Any)(nil),             // 19: google.protobuf.Any
-	(*timestamppb.Timestamp)(nil), // 20: google.protobuf.Timestamp
-	(*emptypb.Empty)(nil),         // 21: google.protobuf.Empty
+	(*TaskCreate)(nil),            // 14: berth.events.v1.TaskCreate
+	(*TaskStart)(nil),             // 15: berth.events.v1.TaskStart
+	(*TaskExit)(nil),              // 16: berth.events.v1.TaskExit
+	(*TaskDelete)(nil),            // 17: berth.events.v1.TaskDelete
+	nil,                           // 18: berth.events.v1.ImageCreate.LabelsEntry
+	nil,                           // 19: berth.events.v1.ImageUpdate.LabelsEntry
+	nil,                           // 20: berth.events.v1.NamespaceCreate.LabelsEntry
+	nil,                           // 21: berth.events.v1.NamespaceUpdate.LabelsEntry
+	nil,                           // 22: berth.events.v1.ContainerUpdate.LabelsEntry
+	(*anypb.Any)(nil),             // 23: google.protobuf.Any
+	(*timestamppb.Timestamp)(nil), // 24: google.protobuf.Timestamp
+	(*emptypb.Empty)(nil),         // 25: google.protobuf.Empty
 }
 var file_events_v1_events_proto_depIdxs = []int32{
-	19, // 0: berth.events.v1.PublishRequest.event:type_name -> google.protobuf.Any
-	20, // 1: berth.events.v1.Envelope.timestamp:type_name -> google.protobuf.Timestamp
-	19, // 2: berth.events.v1.Envelope.event:type_name -> google.protobuf.Any
-	14, // 3: berth.events.v1.ImageCreate.labels:type_name -> berth.events.v1.ImageCreate.LabelsEntry
-	15, // 4: berth.events.v1.ImageUpdate.labels:type_name -> berth.events.v1.ImageUpdate.LabelsEntry
-	16, // 5: berth.events.v1.NamespaceCreate.labels:type_name -> berth.events.v1.NamespaceCreate.LabelsEntry
-	17, // 6: berth.events.v1.NamespaceUpdate.labels:type_name -> berth.events.v1.NamespaceUpdate.LabelsEntry
-	18, // 7: berth.events.v1.ContainerUpdate.labels:type_name -> berth.events.v1.ContainerUpdate.LabelsEntry
-	0,  // 8: berth.events.v1.Events.Publish:input_type -> berth.events.v1.PublishRequest
-	1,  // 9: berth.events.v1.Events.Subscribe:input_type -> berth.events.v1.SubscribeRequest
-	21, // 10: berth.events.v1.Events.Publish:output_type -> google.protobuf.Empty
-	2,  // 11: berth.events.v1.Events.Subscribe:output_type -> berth.events.v1.Envelope
-	10, // [10:12] is the sub-list for method output_type
-	8,  // [8:10] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	23, // 0: berth.events.v1.PublishRequest.event:type_name -> google.protobuf.Any
+	24, // 1: berth.events.v1.Envelope.timestamp:type_name -> google.protobuf.Timestamp
+	23, // 2: berth.events.v1.Envelope.event:type_name -> google.protobuf.Any
+	18, // 3: berth.events.v1.ImageCreate.labels:type_name -> berth.events.v1.ImageCreate.LabelsEntry
+	19, // 4: berth.events.v1.ImageUpdate.labels:type_name -> berth.events.v1.ImageUpdate.LabelsEntry
+	20, // 5: berth.events.v1.NamespaceCreate.labels:type_name -> berth.events.v1.NamespaceCreate.LabelsEntry
+	21, // 6: berth.events.v1.NamespaceUpdate.labels:type_name -> berth.events.v1.NamespaceUpdate.LabelsEntry
+	22, // 7: berth.events.v1.ContainerUpdate.labels:type_name -> berth.events.v1.ContainerUpdate.LabelsEntry
+	24, // 8: berth.events.v1.TaskExit.exited_at:type_name -> google.protobuf.Timestamp
+	24, // 9: berth.events.v1.TaskDelete.exited_at:type_name -> google.protobuf.Timestamp
+	0,  // 10: berth.events.v1.Events.Publish:input_type -> berth.events.v1.PublishRequest
+	1,  // 11: berth.events.v1.Events.Subscribe:input_type -> berth.events.v1.SubscribeRequest
+	25, // 12: berth.events.v1.Events.Publish:output_type -> google.protobuf.Empty
+	2,  // 13: berth.events.v1.Events.Subscribe:output_type -> berth.events.v1.Envelope
+	12, // [12:14] is the sub-list for method output_type
+	10, // [10:12] is the sub-list for method input_type
+	10, // [10:10] is the sub-list for extension type_name
+	10, // [10:10] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_events_v1_events_proto_init() }
@@ -913,7 +1198,7 @@ func file_events_v1_events_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_events_v1_events_proto_rawDesc), len(file_events_v1_events_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   19,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
