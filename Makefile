@@ -107,7 +107,8 @@ demo: deps build
 	$(BIN)/mkimage busybox -format docker -name busybox:latest -o $(CURDIR)/.cache/busybox.tar
 	$(BIN)/berth --address $(DEMO_STATE)/berthd.sock load -i $(CURDIR)/.cache/busybox.tar
 	$(BIN)/berth --address $(DEMO_STATE)/berthd.sock images
-	@echo; echo "berthd is running; try: $(BIN)/berth images, $(BIN)/berth info. Stop it with 'make demo-stop'."
+	@echo; echo "berthd is running; try: $(BIN)/berth images, $(BIN)/berth run -d busybox sleep 60, $(BIN)/berth ps. Stop it with 'make demo-stop'."
+	$(BIN)/berth --address $(DEMO_STATE)/berthd.sock run --rm busybox echo hello from berth
 
 demo-stop:
 	@if [ -f $(CURDIR)/.cache/berthd-demo.pid ]; then kill $$(cat $(CURDIR)/.cache/berthd-demo.pid) 2>/dev/null; rm -f $(CURDIR)/.cache/berthd-demo.pid; fi

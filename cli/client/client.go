@@ -23,6 +23,7 @@ import (
 	"github.com/berth-engine/berth/internal/errdefs"
 	"github.com/berth-engine/berth/internal/identifiers"
 	"github.com/berth-engine/berth/internal/namespaces"
+	containersv1 "github.com/berth-engine/berth/proto/containers/v1"
 	contentv1 "github.com/berth-engine/berth/proto/content/v1"
 	diffv1 "github.com/berth-engine/berth/proto/diff/v1"
 	imagesv1 "github.com/berth-engine/berth/proto/images/v1"
@@ -30,6 +31,9 @@ import (
 	leasesv1 "github.com/berth-engine/berth/proto/leases/v1"
 	namespacesv1 "github.com/berth-engine/berth/proto/namespaces/v1"
 	snapshotsv1 "github.com/berth-engine/berth/proto/snapshots/v1"
+	tasksv1 "github.com/berth-engine/berth/proto/tasks/v1"
+	"github.com/berth-engine/berth/services/containers"
+	"github.com/berth-engine/berth/services/containers/containerproxy"
 	"github.com/berth-engine/berth/services/content"
 	"github.com/berth-engine/berth/services/content/contentproxy"
 	"github.com/berth-engine/berth/services/diff"
@@ -40,6 +44,8 @@ import (
 	"github.com/berth-engine/berth/services/leases/leaseproxy"
 	nsstore "github.com/berth-engine/berth/services/namespaces"
 	"github.com/berth-engine/berth/services/namespaces/namespaceproxy"
+	"github.com/berth-engine/berth/services/tasks"
+	"github.com/berth-engine/berth/services/tasks/taskproxy"
 	"github.com/berth-engine/berth/snapshotter/snapshotproxy"
 	"github.com/berth-engine/berth/snapshotter/snapshots"
 )
@@ -73,6 +79,9 @@ type Client struct {
 	Introspection introspectionv1.IntrospectionClient
 	// Diff is berthd's Diff service.
 	Diff Differ
+	// Containers holds container records; Tasks runs them.
+	Containers containers.Store
+	Tasks      tasks.Service
 
 	conn      *grpc.ClientConn
 	snapshots snapshotsv1.SnapshotsClient
@@ -106,6 +115,8 @@ func New(ctx context.Context, address string, opts ...Opt) (*Client, error) {
 		Namespaces:    namespaceproxy.NewStore(namespacesv1.NewNamespacesClient(conn)),
 		Introspection: introspectionv1.NewIntrospectionClient(conn),
 		Diff:          diffproxy.NewDiffer(diffv1.NewDiffClient(conn)),
+		Containers:    containerproxy.NewStore(containersv1.NewContainersClient(conn)),
+		Tasks:         taskproxy.New(tasksv1.NewTasksClient(conn)),
 		conn:          conn,
 		snapshots:     snapshotsv1.NewSnapshotsClient(conn),
 	}, nil

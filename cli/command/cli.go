@@ -163,6 +163,13 @@ func Run(ctx context.Context, args []string, streams Streams, build BuildInfo) i
 	if err == nil {
 		return 0
 	}
+	var status *statusError
+	if errors.As(err, &status) {
+		if msg := status.Error(); msg != "" {
+			fmt.Fprintf(streams.Err, "Error: %s\n", msg)
+		}
+		return status.code
+	}
 	var list errList
 	if !errors.As(err, &list) {
 		list = errList{err}
@@ -219,6 +226,15 @@ func NewRootCommand(c *CLI) *cobra.Command {
 		newNamespaceCommand(c),
 		newVersionCommand(c),
 		newInfoCommand(c),
+		newCreateCommand(c),
+		newRunCommand(c),
+		newStartCommand(c),
+		newPsCommand(c),
+		newLogsCommand(c),
+		newStopCommand(c),
+		newKillCommand(c),
+		newWaitCommand(c),
+		newRmCommand(c),
 	)
 	// Usage lines name their options themselves ("[OPTIONS]").
 	var disable func(*cobra.Command)

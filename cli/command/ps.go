@@ -1,0 +1,214 @@
+package command
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/berth-engine/berth/cli/client"
+	"github.com/berth-engine/berth/cli/formatter"
+	"github.com/berth-engine/berth/internal/errdefs"
+	tasksv1 "github.com/berth-engine/berth/proto/tasks/v1"
+	"github.com/berth-engine/berth/services/containers"
+)
+
+const psTable = "table {{.ID}}\t{{.Image}}\t{{.Command}}\t{{.RunningFor}}\t{{.Status}}\t{{.Ports}}\t{{.Names}}"
+
+var psHeader = formatter.Header{
+	"ID": "CONTAINER ID", "Image": "IMAGE", "Command": "COMMAND", "RunningFor": "CREATED",
+	"CreatedAt": "CREATED AT", "Status": "STATUS", "State": "STATE", "Ports": "PORTS", "Names": "NAMES",
+	"Labels": "LABELS",
+}
+
+// psRow is one line of `ps`, with the fields of Docker's templates.
+type psRow struct {
+	ID         string
+	Image      string
+	Command    string
+	CreatedAt  string
+	RunningFor string
+	Status     string
+	State      string
+	Ports      string
+	Names      string
+	Labels     string
+}
+
+// psFilter is the -f filters of ps: each key's values are alternatives,
+// and every key must match.
+type psFilter map[string][]string
+
+func parsePsFilter(args []string) (psFilter, error) {
+	f := psFilter{}
+	for _, a := range args {
+		k, v, ok := strings.Cut(a, "=")
+		switch {
+		case !ok:
+			return nil, errdefs.Errorf(errdefs.ErrInvalidArgument, "bad format of filter (expected name=value): %s", a)
+		case k == "status":
+			switch v {
+			case "created", "running", "paused", "exited":
+			default:
+				return nil, errdefs.Errorf(errdefs.ErrInvalidArgument, "invalid filter 'status=%s': use created, running, paused or exited", v)
+			}
+		case k == "name", k == "label", k == "id":
+		default:
+			return nil, errdefs.Errorf(errdefs.ErrInvalidArgument, "invalid filter '%s': use status, name, id or label", k)
+		}
+		f[k] = append(f[k], v)
+	}
+	return f, nil
+}
+
+func (f psFilter) match(c containers.Container, state string) bool {
+	matches := func(key string, ok func(string) bool) bool {
+		vs, set := f[key]
+		if !set {
+			return true
+		}
+		for _, v := range vs {
+			if ok(v) {
+				return true
+			}
+		}
+		return false
+	}
+	return matches("status", func(v string) bool { return v == state }) &&
+		matches("name", func(v string) bool { return strings.Contains(c.Name, strings.TrimPrefix(v, "/")) }) &&
+		matches("id", func(v string) bool { return strings.HasPrefix(c.ID, v) }) &&
+		matches("label", func(v string) bool {
+			k, val, hasVal := strings.Cut(v, "=")
+			got, ok := c.Labels[k]
+			return ok && (!hasVal || got == val)
+		})
+}
+
+func newPsCommand(c *CLI) *cobra.Command {
+	var (
+		all, quiet, noTrunc bool
+		format              string
+		filters             []string
+	)
+	cmd := &cobra.Command{
+		Use:   "ps [OPTIONS]",
+		Short: "List containers",
+		Args:  noArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			f, err := parsePsFilter(filters)
+			if err != nil {
+				return err
+			}
+			ctx, cl, err := c.Client(cmd.Context())
+			if err != nil {
+				return err
+			}
+			rows, err := psRows(ctx, cl, f, all || len(filters) > 0, noTrunc, time.Now())
+			if err != nil {
+				return err
+			}
+			ff := formatter.Format(format)
+			if quiet && (format == "" || format == formatter.TableFormatKey) {
+				ff = "{{.ID}}"
+			}
+			return formatter.Write(c.Out, ff, formatter.Table{Default: psTable, Header: psHeader}, rows)
+		},
+	}
+	flags := cmd.Flags()
+	flags.BoolVarP(&all, "all", "a", false, "Show all containers (default shows just running)")
+	flags.BoolVarP(&quiet, "quiet", "q", false, "Only display container IDs")
+	flags.BoolVar(&noTrunc, "no-trunc", false, "Don't truncate output")
+	flags.StringVar(&format, "format", "", "Format output using a custom template: 'table', 'table TEMPLATE', 'json' or 'TEMPLATE'")
+	flags.StringArrayVarP(&filters, "filter", "f", nil, "Filter output based on conditions provided (status=, name=, id=, label=)")
+	return cmd
+}
+
+func psRows(ctx context.Context, cl *client.Client, f psFilter, all, noTrunc bool, now time.Time) ([]psRow, error) {
+	ctrs, err := cl.Containers.List(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("listing containers: %w", err)
+	}
+	resp, err := cl.Tasks.List(ctx, &tasksv1.ListTasksRequest{})
+	if err != nil {
+		return nil, fmt.Errorf("listing tasks: %w", err)
+	}
+	tasks := map[string]*tasksv1.Process{}
+	for _, p := range resp.GetTasks() {
+		tasks[p.GetId()] = p
+	}
+	// Newest first, as Docker lists them.
+	sortNewestFirst(ctrs)
+	var rows []psRow
+	for _, ctr := range ctrs {
+		state, status := containerStatus(ctr, tasks[ctr.ID], now)
+		if (!all && state != "running" && state != "paused") || !f.match(ctr, state) {
+			continue
+		}
+		row := psRow{
+			ID:         ctr.ID,
+			Image:      displayName(ctr.Image),
+			CreatedAt:  formatter.TimeString(ctr.CreatedAt),
+			RunningFor: formatter.TimeAgo(ctr.CreatedAt, now),
+			Status:     status,
+			State:      state,
+			Names:      ctr.Name,
+			Labels:     joinLabels(ctr.Labels),
+		}
+		if s, err := specOf(ctr); err == nil && s.Process != nil {
+			row.Command = strings.Join(s.Process.Args, " ")
+		}
+		if !noTrunc {
+			row.ID = formatter.TruncateID(row.ID)
+			if r := []rune(row.Command); len(r) > 20 {
+				row.Command = string(r[:19]) + "…"
+			}
+		}
+		row.Command = strconv.Quote(row.Command)
+		rows = append(rows, row)
+	}
+	return rows, nil
+}
+
+func sortNewestFirst(ctrs []containers.Container) {
+	sort.SliceStable(ctrs, func(i, j int) bool { return ctrs[i].CreatedAt.After(ctrs[j].CreatedAt) })
+}
+
+func joinLabels(labels map[string]string) string {
+	var parts []string
+	for k, v := range labels {
+		parts = append(parts, k+"="+v)
+	}
+	slices.Sort(parts)
+	return strings.Join(parts, ",")
+}
+
+// containerStatus returns Docker's State ("created", "running", "paused",
+// "exited") and Status ("Up 3 seconds", "Exited (0) 2 seconds ago",
+// "Created") of a container with task p (nil when it has none).
+func containerStatus(c containers.Container, p *tasksv1.Process, now time.Time) (state, status string) {
+	st := stateOf(c)
+	if p != nil {
+		switch p.GetStatus() {
+		case tasksv1.Status_STATUS_RUNNING:
+			return "running", "Up " + formatter.HumanDuration(now.Sub(st.StartedAt))
+		case tasksv1.Status_STATUS_PAUSED:
+			return "paused", "Up " + formatter.HumanDuration(now.Sub(st.StartedAt)) + " (Paused)"
+		case tasksv1.Status_STATUS_STOPPED:
+			exited := now
+			if p.GetExitedAt() != nil {
+				exited = p.GetExitedAt().AsTime()
+			}
+			return "exited", fmt.Sprintf("Exited (%d) %s", p.GetExitStatus(), formatter.TimeAgo(exited, now))
+		}
+		return "created", "Created"
+	}
+	if !st.FinishedAt.IsZero() {
+		return "exited", fmt.Sprintf("Exited (%d) %s", st.ExitCode, formatter.TimeAgo(st.FinishedAt, now))
+	}
+	return "created", "Created"
+}

@@ -1,0 +1,318 @@
+package command
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/containerd/fifo"
+	"github.com/spf13/cobra"
+
+	"github.com/berth-engine/berth/cli/client"
+	"github.com/berth-engine/berth/internal/errdefs"
+	tasksv1 "github.com/berth-engine/berth/proto/tasks/v1"
+	"github.com/berth-engine/berth/services/containers"
+)
+
+// Exit statuses of `run` and `start -a` when the container did not run,
+// as Docker's.
+const (
+	// ExitCannotRun: the command was found but cannot be run.
+	ExitCannotRun = 126
+	// ExitNotFound: the command was not found.
+	ExitNotFound = 127
+)
+
+// statusError ends the command with a given exit status; an empty
+// message prints nothing (the container's own exit status).
+type statusError struct {
+	code int
+	err  error
+}
+
+func (e *statusError) Error() string {
+	if e.err == nil {
+		return ""
+	}
+	return e.err.Error()
+}
+func (e *statusError) Unwrap() error { return e.err }
+
+func newRunCommand(c *CLI) *cobra.Command {
+	var (
+		o      createOptions
+		detach bool
+	)
+	cmd := &cobra.Command{
+		Use:   "run [OPTIONS] IMAGE [COMMAND] [ARG...]",
+		Short: "Create and run a new container from an image",
+		Args:  minArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			o.entrypointSet = cmd.Flags().Changed("entrypoint")
+			ctx, cl, err := c.Client(cmd.Context())
+			if err != nil {
+				return failed(err)
+			}
+			ctr, err := c.createContainer(ctx, cl, o, args[0], args[1:])
+			if err != nil {
+				return failed(err)
+			}
+			if detach {
+				if err := startTask(ctx, cl, ctr, nil); err != nil {
+					if o.autoRemove {
+						removeContainer(context.WithoutCancel(ctx), cl, ctr)
+					}
+					return err
+				}
+				fmt.Fprintln(c.Out, ctr.ID)
+				return nil
+			}
+			return c.runAttached(ctx, cl, ctr)
+		},
+	}
+	cmd.Flags().BoolP("help", "", false, "help for run")
+	cmd.Flags().BoolVarP(&detach, "detach", "d", false, "Run container in background and print container ID")
+	o.addFlags(cmd.Flags())
+	return cmd
+}
+
+func newStartCommand(c *CLI) *cobra.Command {
+	var attach bool
+	cmd := &cobra.Command{
+		Use:   "start [OPTIONS] CONTAINER [CONTAINER...]",
+		Short: "Start one or more stopped containers",
+		Args:  minArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if attach && len(args) > 1 {
+				return &usageError{cmd: cmd, code: ExitFailure, err: errors.New("you cannot start and attach multiple containers at once")}
+			}
+			ctx, cl, err := c.Client(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if attach {
+				ctr, err := resolveContainer(ctx, cl, args[0])
+				if err != nil {
+					return err
+				}
+				return c.runAttached(ctx, cl, ctr)
+			}
+			var errs []error
+			for _, arg := range args {
+				ctr, err := resolveContainer(ctx, cl, arg)
+				if err == nil {
+					err = startTask(ctx, cl, ctr, nil)
+				}
+				if err != nil {
+					errs = append(errs, err)
+					continue
+				}
+				fmt.Fprintln(c.Out, arg)
+			}
+			if len(errs) > 0 {
+				errs = append(errs, errors.New("failed to start containers: "+strings.Join(args, ", ")))
+			}
+			return joinErrs(errs)
+		},
+	}
+	cmd.Flags().BoolVarP(&attach, "attach", "a", false, "Attach STDOUT/STDERR and forward signals")
+	return cmd
+}
+
+// failed marks an error of berth itself (not of the container) with
+// Docker's status 125.
+func failed(err error) error {
+	var se *statusError
+	if errors.As(err, &se) {
+		return err
+	}
+	return &statusError{code: ExitUsage, err: err}
+}
+
+// taskIO are the fifos a task writes its output to.
+type taskIO struct {
+	dir            string
+	stdout, stderr string
+}
+
+// startTask creates and starts the container's task. A running task is
+// left alone; a stopped one is deleted first. With io nil, the output only
+// goes to the log.
+func startTask(ctx context.Context, cl *client.Client, ctr containers.Container, io *taskIO) error {
+	p, err := taskOf(ctx, cl, ctr.ID)
+	if err != nil {
+		return failed(err)
+	}
+	if isRunning(p) {
+		return nil
+	}
+	if p != nil {
+		if _, err := reapTask(ctx, cl, ctr); err != nil {
+			return failed(err)
+		}
+		if ctr, err = cl.Containers.Get(ctx, ctr.ID); err != nil {
+			return failed(err)
+		}
+	}
+	req := &tasksv1.CreateTaskRequest{ContainerId: ctr.ID}
+	if io != nil {
+		req.Stdout, req.Stderr = io.stdout, io.stderr
+	}
+	if _, err := cl.Tasks.Create(ctx, req); err != nil {
+		return runError(ctr, err)
+	}
+	st := stateOf(ctr)
+	st.StartedAt, st.FinishedAt, st.ExitCode = time.Now().UTC(), time.Time{}, 0
+	if err := saveState(ctx, cl, ctr, st); err != nil {
+		cl.Tasks.Delete(context.WithoutCancel(ctx), &tasksv1.DeleteTaskRequest{ContainerId: ctr.ID})
+		return failed(err)
+	}
+	if _, err := cl.Tasks.Start(ctx, &tasksv1.StartRequest{ContainerId: ctr.ID}); err != nil {
+		cl.Tasks.Delete(context.WithoutCancel(ctx), &tasksv1.DeleteTaskRequest{ContainerId: ctr.ID})
+		return runError(ctr, err)
+	}
+	return nil
+}
+
+// runError gives a task that cannot be created or started Docker's exit
+// status: 127 for a command not found, 126 for one that cannot run, else
+// 125.
+func runError(ctr containers.Container, err error) error {
+	msg := err.Error()
+	err = fmt.Errorf("starting container %s: %w", ctr.Name, err)
+	switch {
+	case strings.Contains(msg, "executable file not found"),
+		strings.Contains(msg, "no such file or directory") && strings.Contains(msg, "exec"):
+		return &statusError{code: ExitNotFound, err: err}
+	case strings.Contains(msg, "permission denied"), strings.Contains(msg, "is a directory"),
+		strings.Contains(msg, "exec format error"):
+		return &statusError{code: ExitCannotRun, err: err}
+	}
+	return &statusError{code: ExitUsage, err: err}
+}
+
+// runAttached starts the container with its output copied to the
+// terminal, waits for it, and ends with its exit status. With --rm the
+// container is removed afterwards.
+func (c *CLI) runAttached(ctx context.Context, cl *client.Client, ctr containers.Container) (retErr error) {
+	autoRemove := stateOf(ctr).AutoRemove
+	defer func() {
+		if autoRemove {
+			if err := removeContainer(context.WithoutCancel(ctx), cl, ctr); err != nil && retErr == nil {
+				retErr = failed(err)
+			}
+		}
+	}()
+	if p, err := taskOf(ctx, cl, ctr.ID); err != nil {
+		return failed(err)
+	} else if isRunning(p) {
+		return failed(errdefs.Errorf(errdefs.ErrFailedPrecondition, "container %s is already running: use 'berth logs -f %s' to follow it", ctr.Name, ctr.Name))
+	}
+	dir, err := os.MkdirTemp("", "berth-io-")
+	if err != nil {
+		return failed(err)
+	}
+	defer os.RemoveAll(dir)
+	tio := &taskIO{dir: dir, stdout: filepath.Join(dir, "stdout"), stderr: filepath.Join(dir, "stderr")}
+	fctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var copies sync.WaitGroup
+	var closers []io.Closer
+	defer func() {
+		for _, cl := range closers {
+			cl.Close()
+		}
+	}()
+	for _, s := range []struct {
+		path string
+		w    io.Writer
+	}{{tio.stdout, c.Out}, {tio.stderr, c.Err}} {
+		f, err := fifo.OpenFifo(fctx, s.path, syscall.O_RDONLY|syscall.O_CREAT|syscall.O_NONBLOCK, 0o700)
+		if err != nil {
+			return failed(fmt.Errorf("creating the output fifo: %w", err))
+		}
+		closers = append(closers, f)
+		copies.Add(1)
+		go func(r io.Reader, w io.Writer) {
+			defer copies.Done()
+			io.Copy(w, r)
+		}(f, s.w)
+	}
+	// Signals to berth go to the container, as Docker's --sig-proxy; berth
+	// ends when the container does, not when it is interrupted. Signals
+	// that come while the task starts are queued and sent once it runs.
+	ctx = context.WithoutCancel(ctx)
+	started := make(chan struct{})
+	stopProxy := proxySignals(ctx, cl, ctr.ID, started)
+	defer stopProxy()
+	if err := startTask(ctx, cl, ctr, tio); err != nil {
+		return err
+	}
+	close(started)
+	wr, err := cl.Tasks.Wait(ctx, &tasksv1.WaitRequest{ContainerId: ctr.ID})
+	if err != nil && !errdefs.IsNotFound(err) {
+		return failed(fmt.Errorf("waiting for container %s: %w", ctr.Name, err))
+	}
+	// The shim closes the fifos once the output is copied; do not wait for
+	// ever if it does not.
+	done := make(chan struct{})
+	go func() { copies.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+	}
+	code := wr.GetExitStatus()
+	if fresh, gerr := cl.Containers.Get(ctx, ctr.ID); gerr == nil {
+		ctr = fresh
+	}
+	st, err := reapTask(ctx, cl, ctr)
+	if err != nil {
+		return failed(err)
+	}
+	if wr == nil {
+		code = st.ExitCode
+	}
+	if code != 0 {
+		return &statusError{code: int(code)}
+	}
+	return nil
+}
+
+// proxySignals forwards the signals a user sends berth to the container's
+// task, from when started is closed until the returned function is called.
+func proxySignals(ctx context.Context, cl *client.Client, id string, started <-chan struct{}) func() {
+	sigs := make(chan os.Signal, 16)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2)
+	done := make(chan struct{})
+	go func() {
+		select {
+		case <-done:
+			return
+		case <-started:
+		}
+		for {
+			select {
+			case <-done:
+				return
+			case sig := <-sigs:
+				s, ok := sig.(syscall.Signal)
+				if !ok {
+					continue
+				}
+				cl.Tasks.Kill(context.WithoutCancel(ctx), &tasksv1.KillRequest{ContainerId: id, Signal: uint32(s)})
+			}
+		}
+	}()
+	return func() {
+		signal.Stop(sigs)
+		close(done)
+	}
+}
