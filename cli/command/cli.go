@@ -235,6 +235,14 @@ func NewRootCommand(c *CLI) *cobra.Command {
 		newKillCommand(c),
 		newWaitCommand(c),
 		newRmCommand(c),
+		newExecCommand(c),
+		newInspectCommand(c),
+		newPauseCommand(c),
+		newUnpauseCommand(c),
+		newTopCommand(c),
+		newRenameCommand(c),
+		newRestartCommand(c),
+		newContainerCommand(c),
 	)
 	// Usage lines name their options themselves ("[OPTIONS]").
 	var disable func(*cobra.Command)

@@ -1,0 +1,275 @@
+package command
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/containerd/fifo"
+	"github.com/spf13/cobra"
+
+	"github.com/berth-engine/berth/cli/client"
+	"github.com/berth-engine/berth/internal/errdefs"
+	tasksv1 "github.com/berth-engine/berth/proto/tasks/v1"
+	"github.com/berth-engine/berth/services/containers"
+	"github.com/berth-engine/berth/services/tasks/ocispec"
+)
+
+// execOptions are the flags of `berth exec`.
+type execOptions struct {
+	detach   bool
+	user     string
+	workdir  string
+	env      []string
+	envFiles []string
+}
+
+func newExecCommand(c *CLI) *cobra.Command {
+	var o execOptions
+	cmd := &cobra.Command{
+		Use:   "exec [OPTIONS] CONTAINER COMMAND [ARG...]",
+		Short: "Execute a command in a running container",
+		Args:  minArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx, cl, err := c.Client(cmd.Context())
+			if err != nil {
+				return err
+			}
+			return c.runExec(ctx, cl, o, args[0], args[1:])
+		},
+	}
+	flags := cmd.Flags()
+	flags.SetInterspersed(false) // flags after the container belong to the command
+	flags.BoolVarP(&o.detach, "detach", "d", false, "Detached mode: run command in the background")
+	flags.StringVarP(&o.user, "user", "u", "", "Username or UID (format: \"<name|uid>[:<group|gid>]\")")
+	flags.StringVarP(&o.workdir, "workdir", "w", "", "Working directory inside the container")
+	flags.StringArrayVarP(&o.env, "env", "e", nil, "Set environment variables")
+	flags.StringArrayVar(&o.envFiles, "env-file", nil, "Read in a file of environment variables")
+	return cmd
+}
+
+// newExecID returns a random id for an exec process.
+func newExecID() (string, error) {
+	b := make([]byte, 16)
+	if _, err := rand.Read(b); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(b), nil
+}
+
+// daemonError prints msg as Docker prints an error of its daemon and ends
+// the command with status 1.
+func (c *CLI) daemonError(format string, a ...any) error {
+	fmt.Fprintf(c.Err, "Error response from daemon: "+format+"\n", a...)
+	return &statusError{code: ExitFailure}
+}
+
+func (c *CLI) runExec(ctx context.Context, cl *client.Client, o execOptions, arg string, cmdArgs []string) error {
+	ctr, err := resolveContainer(ctx, cl, arg)
+	if err != nil {
+		if errdefs.IsNotFound(err) {
+			return c.daemonError("%v", err)
+		}
+		return err
+	}
+	p, err := taskOf(ctx, cl, ctr.ID)
+	if err != nil {
+		return err
+	}
+	if !isRunning(p) {
+		return c.daemonError("container %s is not running", ctr.ID)
+	}
+	if p.GetStatus() == tasksv1.Status_STATUS_PAUSED {
+		return c.daemonError("Container %s is paused, unpause the container before exec", ctr.ID)
+	}
+	spec, err := execProcessSpec(ctr, p.GetPid(), o, cmdArgs)
+	if err != nil {
+		return err
+	}
+	execID, err := newExecID()
+	if err != nil {
+		return err
+	}
+	req := &tasksv1.ExecProcessRequest{ContainerId: ctr.ID, ExecId: execID, Spec: spec}
+	if o.detach {
+		if _, err := cl.Tasks.Exec(ctx, req); err != nil {
+			return execError(ctr, err)
+		}
+		if _, err := cl.Tasks.Start(ctx, &tasksv1.StartRequest{ContainerId: ctr.ID, ExecId: execID}); err != nil {
+			cl.Tasks.DeleteProcess(context.WithoutCancel(ctx), &tasksv1.DeleteProcessRequest{ContainerId: ctr.ID, ExecId: execID})
+			return execError(ctr, err)
+		}
+		return nil
+	}
+	return c.execAttached(ctx, cl, ctr, req)
+}
+
+// execProcessSpec is the container's process with the exec's command,
+// environment, user and working directory.
+func execProcessSpec(ctr containers.Container, initPid uint32, o execOptions, cmdArgs []string) ([]byte, error) {
+	s, err := specOf(ctr)
+	if err != nil {
+		return nil, err
+	}
+	if s.Process == nil {
+		return nil, errdefs.Errorf(errdefs.ErrFailedPrecondition, "container %s has no process in its OCI spec", ctr.Name)
+	}
+	proc := *s.Process
+	proc.Args = cmdArgs
+	proc.Terminal = false
+	proc.ConsoleSize = nil
+	var env []string
+	for _, name := range o.envFiles {
+		f, err := os.Open(name)
+		if err != nil {
+			return nil, errdefs.Errorf(errdefs.ErrInvalidArgument, "reading env file: %v", err)
+		}
+		lines, err := ocispec.ParseEnvFile(name, f)
+		f.Close()
+		if err != nil {
+			return nil, err
+		}
+		env = append(env, lines...)
+	}
+	env, err = ocispec.ResolveEnv(append(env, o.env...), os.LookupEnv)
+	if err != nil {
+		return nil, err
+	}
+	if o.user != "" {
+		// The running container's root is reachable through its init
+		// process; berth runs on berthd's machine.
+		u, err := ocispec.ResolveUser(filepath.Join("/proc", strconv.FormatUint(uint64(initPid), 10), "root"), o.user, nil)
+		if err != nil {
+			return nil, err
+		}
+		proc.User = u.User
+		env = append([]string{"HOME=" + u.Home}, env...)
+	}
+	proc.Env = ocispec.MergeEnv(proc.Env, env)
+	if o.workdir != "" {
+		if !filepath.IsAbs(o.workdir) {
+			return nil, errdefs.Errorf(errdefs.ErrInvalidArgument, "the working directory '%s' is invalid, it needs to be an absolute path", o.workdir)
+		}
+		proc.Cwd = o.workdir
+	}
+	return json.Marshal(proc)
+}
+
+// execError gives an exec that cannot start Docker's exit status: 127 for
+// a command not found, else 126, as Docker's exec does. runc's own words
+// are kept, without the command line that ran it.
+func execError(ctr containers.Container, err error) error {
+	se := runError(ctr, err).(*statusError)
+	if se.code == ExitUsage {
+		se.code = ExitCannotRun
+	}
+	msg := err.Error()
+	if i := strings.Index(msg, "exec failed: "); i >= 0 {
+		se.err = errors.New("OCI runtime exec failed: " + msg[i:])
+	} else {
+		se.err = fmt.Errorf("exec in container %s: %w", ctr.Name, err)
+	}
+	return se
+}
+
+// execAttached runs the exec with its output copied to berth's, waits for
+// it and ends with its exit status.
+func (c *CLI) execAttached(ctx context.Context, cl *client.Client, ctr containers.Container, req *tasksv1.ExecProcessRequest) error {
+	dir, err := os.MkdirTemp("", "berth-exec-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	req.Stdout, req.Stderr = filepath.Join(dir, "stdout"), filepath.Join(dir, "stderr")
+	fctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var copies sync.WaitGroup
+	for _, s := range []struct {
+		path string
+		w    io.Writer
+	}{{req.Stdout, c.Out}, {req.Stderr, c.Err}} {
+		f, err := fifo.OpenFifo(fctx, s.path, syscall.O_RDONLY|syscall.O_CREAT|syscall.O_NONBLOCK, 0o700)
+		if err != nil {
+			return fmt.Errorf("creating the output fifo: %w", err)
+		}
+		defer f.Close()
+		copies.Add(1)
+		go func(r io.Reader, w io.Writer) {
+			defer copies.Done()
+			io.Copy(w, r)
+		}(f, s.w)
+	}
+	ctx = context.WithoutCancel(ctx)
+	if _, err := cl.Tasks.Exec(ctx, req); err != nil {
+		return execError(ctr, err)
+	}
+	deleteProcess := func() {
+		cl.Tasks.DeleteProcess(ctx, &tasksv1.DeleteProcessRequest{ContainerId: ctr.ID, ExecId: req.ExecId})
+	}
+	started := make(chan struct{})
+	stopProxy := proxyExecSignals(ctx, cl, ctr.ID, req.ExecId, started)
+	defer stopProxy()
+	if _, err := cl.Tasks.Start(ctx, &tasksv1.StartRequest{ContainerId: ctr.ID, ExecId: req.ExecId}); err != nil {
+		deleteProcess()
+		return execError(ctr, err)
+	}
+	close(started)
+	wr, err := cl.Tasks.Wait(ctx, &tasksv1.WaitRequest{ContainerId: ctr.ID, ExecId: req.ExecId})
+	if err != nil {
+		deleteProcess()
+		return fmt.Errorf("waiting for the exec in container %s: %w", ctr.Name, err)
+	}
+	// The shim closes the fifos once the output is copied; do not wait for
+	// ever if it does not.
+	done := make(chan struct{})
+	go func() { copies.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+	}
+	deleteProcess()
+	if code := wr.GetExitStatus(); code != 0 {
+		return &statusError{code: int(code)}
+	}
+	return nil
+}
+
+// proxyExecSignals forwards the signals berth gets to the exec process.
+func proxyExecSignals(ctx context.Context, cl *client.Client, id, execID string, started <-chan struct{}) func() {
+	sigs := make(chan os.Signal, 16)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2)
+	done := make(chan struct{})
+	go func() {
+		select {
+		case <-done:
+			return
+		case <-started:
+		}
+		for {
+			select {
+			case <-done:
+				return
+			case sig := <-sigs:
+				if s, ok := sig.(syscall.Signal); ok {
+					cl.Tasks.Kill(ctx, &tasksv1.KillRequest{ContainerId: id, ExecId: execID, Signal: uint32(s)})
+				}
+			}
+		}
+	}()
+	return func() {
+		signal.Stop(sigs)
+		close(done)
+	}
+}
