@@ -1,8 +1,8 @@
 // Command bench measures berth against references run side by side on the
-// same machine (sha256sum and cp, skopeo, a trivial berth call) and prints
+// same machine (sha256sum and cp, skopeo, runc, a trivial berth call) and prints
 // ratios. It starts its own berthd on a temporary root.
 //
-//	bench [-bin DIR] [-only NAME] [-runs N]
+//	bench [-bin DIR] [-only NAME[,NAME...]] [-runs N]
 package main
 
 import (
@@ -36,7 +36,7 @@ type benchmark struct {
 func main() {
 	self, _ := os.Executable()
 	bin := flag.String("bin", filepath.Dir(self), "folder holding berthd, berth and mkimage")
-	only := flag.String("only", "", "run only the benchmarks whose name contains this")
+	only := flag.String("only", "", "run only the benchmarks whose name contains one of these comma-separated words")
 	runs := flag.Int("runs", 5, "measured runs per benchmark (the median is reported)")
 	flag.Parse()
 
@@ -57,12 +57,19 @@ func main() {
 		{"unpack-100MB-gzip", benchUnpackGzip},
 		{"snapshot-ops", benchSnapshotOps},
 		{"unpack-5-layers-parallel", benchUnpackParallel},
+		{"run-rm-true", benchRunRmTrue},
+		{"exec-true", benchExecTrue},
+		{"fifty-containers", benchFiftyContainers},
 	} {
-		if *only != "" && !strings.Contains(b.name, *only) {
+		if !selected(b.name, *only) {
 			continue
 		}
 		fmt.Fprintf(os.Stderr, "running %s...\n", b.name)
 		r, err := b.run(ctx, h)
+		if isSkip(err) {
+			fmt.Fprintf(os.Stderr, "%s: %v\n", b.name, err)
+			continue
+		}
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "%s: %v\n", b.name, err)
 			failed = true
@@ -76,6 +83,20 @@ func main() {
 		h.close() // os.Exit skips the deferred close, which stops berthd
 		os.Exit(1)
 	}
+}
+
+// selected reports whether the benchmark name contains one of the
+// comma-separated words of only; an empty only selects every benchmark.
+func selected(name, only string) bool {
+	if only == "" {
+		return true
+	}
+	for word := range strings.SplitSeq(only, ",") {
+		if word != "" && strings.Contains(name, word) {
+			return true
+		}
+	}
+	return false
 }
 
 func printResults(results []result) {
