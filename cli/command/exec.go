@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -219,7 +218,7 @@ func (c *CLI) execAttached(ctx context.Context, cl *client.Client, ctr container
 		cl.Tasks.DeleteProcess(ctx, &tasksv1.DeleteProcessRequest{ContainerId: ctr.ID, ExecId: req.ExecId})
 	}
 	started := make(chan struct{})
-	stopProxy := proxyExecSignals(ctx, cl, ctr.ID, req.ExecId, started)
+	stopProxy := proxySignals(ctx, cl, ctr.ID, req.ExecId, started)
 	defer stopProxy()
 	if _, err := cl.Tasks.Start(ctx, &tasksv1.StartRequest{ContainerId: ctr.ID, ExecId: req.ExecId}); err != nil {
 		deleteProcess()
@@ -244,32 +243,4 @@ func (c *CLI) execAttached(ctx context.Context, cl *client.Client, ctr container
 		return &statusError{code: int(code)}
 	}
 	return nil
-}
-
-// proxyExecSignals forwards the signals berth gets to the exec process.
-func proxyExecSignals(ctx context.Context, cl *client.Client, id, execID string, started <-chan struct{}) func() {
-	sigs := make(chan os.Signal, 16)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2)
-	done := make(chan struct{})
-	go func() {
-		select {
-		case <-done:
-			return
-		case <-started:
-		}
-		for {
-			select {
-			case <-done:
-				return
-			case sig := <-sigs:
-				if s, ok := sig.(syscall.Signal); ok {
-					cl.Tasks.Kill(ctx, &tasksv1.KillRequest{ContainerId: id, ExecId: execID, Signal: uint32(s)})
-				}
-			}
-		}
-	}()
-	return func() {
-		signal.Stop(sigs)
-		close(done)
-	}
 }

@@ -251,7 +251,7 @@ func (c *CLI) runAttached(ctx context.Context, cl *client.Client, ctr containers
 	// that come while the task starts are queued and sent once it runs.
 	ctx = context.WithoutCancel(ctx)
 	started := make(chan struct{})
-	stopProxy := proxySignals(ctx, cl, ctr.ID, started)
+	stopProxy := proxySignals(ctx, cl, ctr.ID, "", started)
 	defer stopProxy()
 	if err := startTask(ctx, cl, ctr, tio); err != nil {
 		return err
@@ -287,8 +287,9 @@ func (c *CLI) runAttached(ctx context.Context, cl *client.Client, ctr containers
 }
 
 // proxySignals forwards the signals a user sends berth to the container's
-// task, from when started is closed until the returned function is called.
-func proxySignals(ctx context.Context, cl *client.Client, id string, started <-chan struct{}) func() {
+// process execID ("" for its init process), from when started is closed
+// until the returned function is called.
+func proxySignals(ctx context.Context, cl *client.Client, id, execID string, started <-chan struct{}) func() {
 	sigs := make(chan os.Signal, 16)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2)
 	done := make(chan struct{})
@@ -307,7 +308,7 @@ func proxySignals(ctx context.Context, cl *client.Client, id string, started <-c
 				if !ok {
 					continue
 				}
-				cl.Tasks.Kill(context.WithoutCancel(ctx), &tasksv1.KillRequest{ContainerId: id, Signal: uint32(s)})
+				cl.Tasks.Kill(context.WithoutCancel(ctx), &tasksv1.KillRequest{ContainerId: id, ExecId: execID, Signal: uint32(s)})
 			}
 		}
 	}()
