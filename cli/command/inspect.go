@@ -77,28 +77,12 @@ func runImageInspect(ctx context.Context, c *CLI, format string, args []string) 
 	var out []inspectImage
 	var errs []error
 	for _, arg := range args {
-		m, err := r.Resolve(ctx, arg)
-		if err == nil {
-			err = m.Images[0].Err
-		}
-		var cfg *ocispec.Image
-		if err == nil {
-			cfg, err = r.LoadConfig(ctx, m.Images[0].Details)
-		}
+		ii, err := describeImage(ctx, r, arg)
 		if err != nil {
 			errs = append(errs, err)
 			continue
 		}
-		// RepoTags lists every name of the image, not only the one asked for.
-		all, err := r.List(ctx)
-		if err != nil {
-			return err
-		}
-		imgs := sameID(all, m.ID())
-		if len(imgs) == 0 {
-			imgs = m.Images // the image was removed meanwhile
-		}
-		out = append(out, newInspectImage(m.Images[0], cfg, imgs))
+		out = append(out, ii)
 	}
 	if format == "" || format == formatter.JSONFormatKey {
 		if out == nil {
