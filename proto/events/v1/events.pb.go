@@ -1033,6 +1033,106 @@ func (x *TaskDelete) GetExitedAt() *timestamppb.Timestamp {
 	return nil
 }
 
+// TaskOOM is published on /tasks/oom when the kernel's OOM killer killed a
+// process of the container's cgroup.
+type TaskOOM struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ContainerId   string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TaskOOM) Reset() {
+	*x = TaskOOM{}
+	mi := &file_events_v1_events_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TaskOOM) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TaskOOM) ProtoMessage() {}
+
+func (x *TaskOOM) ProtoReflect() protoreflect.Message {
+	mi := &file_events_v1_events_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TaskOOM.ProtoReflect.Descriptor instead.
+func (*TaskOOM) Descriptor() ([]byte, []int) {
+	return file_events_v1_events_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *TaskOOM) GetContainerId() string {
+	if x != nil {
+		return x.ContainerId
+	}
+	return ""
+}
+
+// TaskExecAdded is published on /tasks/exec-added when an exec process is
+// added to a running task.
+type TaskExecAdded struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ContainerId   string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	ExecId        string                 `protobuf:"bytes,2,opt,name=exec_id,json=execId,proto3" json:"exec_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TaskExecAdded) Reset() {
+	*x = TaskExecAdded{}
+	mi := &file_events_v1_events_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TaskExecAdded) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TaskExecAdded) ProtoMessage() {}
+
+func (x *TaskExecAdded) ProtoReflect() protoreflect.Message {
+	mi := &file_events_v1_events_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TaskExecAdded.ProtoReflect.Descriptor instead.
+func (*TaskExecAdded) Descriptor() ([]byte, []int) {
+	return file_events_v1_events_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *TaskExecAdded) GetContainerId() string {
+	if x != nil {
+		return x.ContainerId
+	}
+	return ""
+}
+
+func (x *TaskExecAdded) GetExecId() string {
+	if x != nil {
+		return x.ExecId
+	}
+	return ""
+}
+
 var File_events_v1_events_proto protoreflect.FileDescriptor
 
 const file_events_v1_events_proto_rawDesc = "" +
@@ -1119,7 +1219,12 @@ const file_events_v1_events_proto_rawDesc = "" +
 	"\x03pid\x18\x02 \x01(\rR\x03pid\x12\x1f\n" +
 	"\vexit_status\x18\x03 \x01(\rR\n" +
 	"exitStatus\x127\n" +
-	"\texited_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\bexitedAt2\x99\x01\n" +
+	"\texited_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\bexitedAt\",\n" +
+	"\aTaskOOM\x12!\n" +
+	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\"K\n" +
+	"\rTaskExecAdded\x12!\n" +
+	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x17\n" +
+	"\aexec_id\x18\x02 \x01(\tR\x06execId2\x99\x01\n" +
 	"\x06Events\x12B\n" +
 	"\aPublish\x12\x1f.berth.events.v1.PublishRequest\x1a\x16.google.protobuf.Empty\x12K\n" +
 	"\tSubscribe\x12!.berth.events.v1.SubscribeRequest\x1a\x19.berth.events.v1.Envelope0\x01B8Z6github.com/berth-engine/berth/proto/events/v1;eventsv1b\x06proto3"
@@ -1136,7 +1241,7 @@ func file_events_v1_events_proto_rawDescGZIP() []byte {
 	return file_events_v1_events_proto_rawDescData
 }
 
-var file_events_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
+var file_events_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_events_v1_events_proto_goTypes = []any{
 	(*PublishRequest)(nil),        // 0: berth.events.v1.PublishRequest
 	(*SubscribeRequest)(nil),      // 1: berth.events.v1.SubscribeRequest
@@ -1156,29 +1261,31 @@ var file_events_v1_events_proto_goTypes = []any{
 	(*TaskStart)(nil),             // 15: berth.events.v1.TaskStart
 	(*TaskExit)(nil),              // 16: berth.events.v1.TaskExit
 	(*TaskDelete)(nil),            // 17: berth.events.v1.TaskDelete
-	nil,                           // 18: berth.events.v1.ImageCreate.LabelsEntry
-	nil,                           // 19: berth.events.v1.ImageUpdate.LabelsEntry
-	nil,                           // 20: berth.events.v1.NamespaceCreate.LabelsEntry
-	nil,                           // 21: berth.events.v1.NamespaceUpdate.LabelsEntry
-	nil,                           // 22: berth.events.v1.ContainerUpdate.LabelsEntry
-	(*anypb.Any)(nil),             // 23: google.protobuf.Any
-	(*timestamppb.Timestamp)(nil), // 24: google.protobuf.Timestamp
-	(*emptypb.Empty)(nil),         // 25: google.protobuf.Empty
+	(*TaskOOM)(nil),               // 18: berth.events.v1.TaskOOM
+	(*TaskExecAdded)(nil),         // 19: berth.events.v1.TaskExecAdded
+	nil,                           // 20: berth.events.v1.ImageCreate.LabelsEntry
+	nil,                           // 21: berth.events.v1.ImageUpdate.LabelsEntry
+	nil,                           // 22: berth.events.v1.NamespaceCreate.LabelsEntry
+	nil,                           // 23: berth.events.v1.NamespaceUpdate.LabelsEntry
+	nil,                           // 24: berth.events.v1.ContainerUpdate.LabelsEntry
+	(*anypb.Any)(nil),             // 25: google.protobuf.Any
+	(*timestamppb.Timestamp)(nil), // 26: google.protobuf.Timestamp
+	(*emptypb.Empty)(nil),         // 27: google.protobuf.Empty
 }
 var file_events_v1_events_proto_depIdxs = []int32{
-	23, // 0: berth.events.v1.PublishRequest.event:type_name -> google.protobuf.Any
-	24, // 1: berth.events.v1.Envelope.timestamp:type_name -> google.protobuf.Timestamp
-	23, // 2: berth.events.v1.Envelope.event:type_name -> google.protobuf.Any
-	18, // 3: berth.events.v1.ImageCreate.labels:type_name -> berth.events.v1.ImageCreate.LabelsEntry
-	19, // 4: berth.events.v1.ImageUpdate.labels:type_name -> berth.events.v1.ImageUpdate.LabelsEntry
-	20, // 5: berth.events.v1.NamespaceCreate.labels:type_name -> berth.events.v1.NamespaceCreate.LabelsEntry
-	21, // 6: berth.events.v1.NamespaceUpdate.labels:type_name -> berth.events.v1.NamespaceUpdate.LabelsEntry
-	22, // 7: berth.events.v1.ContainerUpdate.labels:type_name -> berth.events.v1.ContainerUpdate.LabelsEntry
-	24, // 8: berth.events.v1.TaskExit.exited_at:type_name -> google.protobuf.Timestamp
-	24, // 9: berth.events.v1.TaskDelete.exited_at:type_name -> google.protobuf.Timestamp
+	25, // 0: berth.events.v1.PublishRequest.event:type_name -> google.protobuf.Any
+	26, // 1: berth.events.v1.Envelope.timestamp:type_name -> google.protobuf.Timestamp
+	25, // 2: berth.events.v1.Envelope.event:type_name -> google.protobuf.Any
+	20, // 3: berth.events.v1.ImageCreate.labels:type_name -> berth.events.v1.ImageCreate.LabelsEntry
+	21, // 4: berth.events.v1.ImageUpdate.labels:type_name -> berth.events.v1.ImageUpdate.LabelsEntry
+	22, // 5: berth.events.v1.NamespaceCreate.labels:type_name -> berth.events.v1.NamespaceCreate.LabelsEntry
+	23, // 6: berth.events.v1.NamespaceUpdate.labels:type_name -> berth.events.v1.NamespaceUpdate.LabelsEntry
+	24, // 7: berth.events.v1.ContainerUpdate.labels:type_name -> berth.events.v1.ContainerUpdate.LabelsEntry
+	26, // 8: berth.events.v1.TaskExit.exited_at:type_name -> google.protobuf.Timestamp
+	26, // 9: berth.events.v1.TaskDelete.exited_at:type_name -> google.protobuf.Timestamp
 	0,  // 10: berth.events.v1.Events.Publish:input_type -> berth.events.v1.PublishRequest
 	1,  // 11: berth.events.v1.Events.Subscribe:input_type -> berth.events.v1.SubscribeRequest
-	25, // 12: berth.events.v1.Events.Publish:output_type -> google.protobuf.Empty
+	27, // 12: berth.events.v1.Events.Publish:output_type -> google.protobuf.Empty
 	2,  // 13: berth.events.v1.Events.Subscribe:output_type -> berth.events.v1.Envelope
 	12, // [12:14] is the sub-list for method output_type
 	10, // [10:12] is the sub-list for method input_type
@@ -1198,7 +1305,7 @@ func file_events_v1_events_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_events_v1_events_proto_rawDesc), len(file_events_v1_events_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   23,
+			NumMessages:   25,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
