@@ -58,76 +58,100 @@ type StartOpts struct {
 	Config
 	// StateDir holds sockets that do not fit in the bundle (/run/berth).
 	StateDir string
-	// Args are the arguments that make the same binary serve (the daemon's
-	// command line, after the binary).
+	// Binary is the shim program to run; empty means the running binary.
+	Binary string
+	// Args are the arguments that make Binary serve (the daemon's command
+	// line, after the binary).
 	Args []string
+}
+
+// ServeArgs returns the command line, after the binary, of a shim daemon
+// serving cfg.
+func ServeArgs(cfg Config, stateDir string) []string {
+	args := []string{"serve", "--id", cfg.ID, "--namespace", cfg.Namespace, "--bundle", cfg.Bundle, "--state", stateDir}
+	if cfg.Runtime != nil {
+		if cfg.Runtime.Binary != "" {
+			args = append(args, "--runtime", cfg.Runtime.Binary)
+		}
+		if cfg.Runtime.Root != "" {
+			args = append(args, "--runtime-root", cfg.Runtime.Root)
+		}
+	}
+	return args
 }
 
 // StartDaemon starts the shim daemon for the bundle: it listens on the
 // shim's socket, re-executes the running binary detached (new session,
 // stdio to /dev/null and <bundle>/shim.log) with the listener as fd 3,
-// records its address and pid in the bundle and returns the address.
-func StartDaemon(opts StartOpts) (string, error) {
+// records its address and pid in the bundle and returns the address and
+// the daemon's process. The caller either releases the process (the daemon
+// is then inherited by init) or waits for it, so that no zombie stays.
+func StartDaemon(opts StartOpts) (string, *os.Process, error) {
 	bundle := opts.Bundle
 	if st, err := os.Stat(filepath.Join(bundle, "config.json")); err != nil || st.IsDir() {
-		return "", errdefs.Errorf(errdefs.ErrInvalidArgument, "starting a shim for %q: %s is not an OCI bundle (no config.json): create the bundle first", opts.ID, bundle)
+		return "", nil, errdefs.Errorf(errdefs.ErrInvalidArgument, "starting a shim for %q: %s is not an OCI bundle (no config.json): create the bundle first", opts.ID, bundle)
 	}
 	sock := SocketPath(bundle, opts.StateDir)
 	if err := os.MkdirAll(filepath.Dir(sock), 0o711); err != nil {
-		return "", fmt.Errorf("starting a shim for %q: %w", opts.ID, err)
+		return "", nil, fmt.Errorf("starting a shim for %q: %w", opts.ID, err)
 	}
 	if c, err := net.DialTimeout("unix", sock, time.Second); err == nil {
 		c.Close()
-		return "", errdefs.Errorf(errdefs.ErrAlreadyExists, "starting a shim for %q: a shim already serves %s: use it, or delete it with 'berth-shim delete'", opts.ID, sock)
+		return "", nil, errdefs.Errorf(errdefs.ErrAlreadyExists, "starting a shim for %q: a shim already serves %s: use it, or delete it with 'berth-shim delete'", opts.ID, sock)
 	}
 	os.Remove(sock)
 	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: sock, Net: "unix"})
 	if err != nil {
-		return "", fmt.Errorf("starting a shim for %q: %w", opts.ID, err)
+		return "", nil, fmt.Errorf("starting a shim for %q: %w", opts.ID, err)
 	}
 	l.SetUnlinkOnClose(false)
 	defer l.Close()
 	lf, err := l.File()
 	if err != nil {
 		os.Remove(sock)
-		return "", fmt.Errorf("starting a shim for %q: %w", opts.ID, err)
+		return "", nil, fmt.Errorf("starting a shim for %q: %w", opts.ID, err)
 	}
 	defer lf.Close()
 
-	self, err := os.Executable()
-	if err != nil {
-		os.Remove(sock)
-		return "", fmt.Errorf("starting a shim for %q: finding the shim binary: %w", opts.ID, err)
+	bin := opts.Binary
+	if bin == "" {
+		self, err := os.Executable()
+		if err != nil {
+			os.Remove(sock)
+			return "", nil, fmt.Errorf("starting a shim for %q: finding the shim binary: %w", opts.ID, err)
+		}
+		bin = self
 	}
 	logf, err := os.OpenFile(filepath.Join(bundle, LogFile), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
 		os.Remove(sock)
-		return "", fmt.Errorf("starting a shim for %q: %w", opts.ID, err)
+		return "", nil, fmt.Errorf("starting a shim for %q: %w", opts.ID, err)
 	}
 	defer logf.Close()
-	cmd := exec.Command(self, opts.Args...)
+	cmd := exec.Command(bin, opts.Args...)
 	cmd.Dir = bundle
 	cmd.Stderr = logf
 	cmd.ExtraFiles = []*os.File{lf}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
 		os.Remove(sock)
-		return "", fmt.Errorf("starting a shim for %q: %w", opts.ID, err)
+		return "", nil, fmt.Errorf("starting a shim for %q: %w", opts.ID, err)
 	}
 	pid := cmd.Process.Pid
-	cmd.Process.Release()
 	address := "unix://" + sock
 	if err := writeFileSync(filepath.Join(bundle, PidFile), strconv.Itoa(pid)); err != nil {
-		unix.Kill(pid, unix.SIGKILL)
+		cmd.Process.Kill()
+		cmd.Process.Wait()
 		os.Remove(sock)
-		return "", fmt.Errorf("starting a shim for %q: %w", opts.ID, err)
+		return "", nil, fmt.Errorf("starting a shim for %q: %w", opts.ID, err)
 	}
 	if err := writeFileSync(filepath.Join(bundle, AddressFile), address); err != nil {
-		unix.Kill(pid, unix.SIGKILL)
+		cmd.Process.Kill()
+		cmd.Process.Wait()
 		os.Remove(sock)
-		return "", fmt.Errorf("starting a shim for %q: %w", opts.ID, err)
+		return "", nil, fmt.Errorf("starting a shim for %q: %w", opts.ID, err)
 	}
-	return address, nil
+	return address, cmd.Process, nil
 }
 
 // Serve is the shim daemon: it serves the task API on the listener passed

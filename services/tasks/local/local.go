@@ -36,6 +36,7 @@ import (
 	"github.com/berth-engine/berth/services/events"
 	"github.com/berth-engine/berth/services/tasks"
 	"github.com/berth-engine/berth/shim"
+	"github.com/berth-engine/berth/shim/runtime"
 	"github.com/berth-engine/berth/snapshotter/snapshots"
 )
 
@@ -348,15 +349,21 @@ func writeSpec(bundle string, c containers.Container) error {
 
 // startShim runs `berth-shim start` for the task and connects to it.
 func (s *Service) startShim(ctx context.Context, t *task) error {
-	cmd := exec.CommandContext(ctx, s.shimBin, s.shimArgs("start", t.ns, t.id, t.bundle)...)
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		return fmt.Errorf("starting the shim of task %q: %v: %s: %w", t.id, err, strings.TrimSpace(stderr.String()), errdefs.ErrUnavailable)
+	// berthd starts the daemon itself rather than through `berth-shim
+	// start`: one program start less on every run. The shim runs in its own
+	// session and outlives berthd; while berthd runs, it reaps it.
+	cfg := shim.Config{ID: t.id, Namespace: t.ns, Bundle: t.bundle}
+	if s.cfg.Runtime != "" {
+		cfg.Runtime = &runtime.Runtime{Binary: s.cfg.Runtime}
 	}
-	address := strings.TrimSpace(string(out))
-	t.shimPid, _ = readPid(filepath.Join(t.bundle, shim.PidFile))
+	address, proc, err := shim.StartDaemon(shim.StartOpts{
+		Config: cfg, StateDir: s.cfg.State, Binary: s.shimBin, Args: shim.ServeArgs(cfg, s.cfg.State),
+	})
+	if err != nil {
+		return fmt.Errorf("starting the shim of task %q: %w", t.id, err)
+	}
+	go proc.Wait()
+	t.shimPid = proc.Pid
 	return s.connect(ctx, t, address)
 }
 

@@ -20,14 +20,41 @@ func processAlive(pid int) bool {
 	return i < 0 || i+2 >= len(s) || s[i+2] != 'Z'
 }
 
-// waitGone waits up to d for pid to exit and says whether it did.
+// waitGone waits up to d for pid to exit and says whether it did. The
+// shims are not berthd's children, so it waits on a pidfd, which becomes
+// readable when the process exits, and polls /proc only where pidfds are
+// missing (kernels before 5.3).
 func waitGone(pid int, d time.Duration) bool {
+	fd, err := unix.PidfdOpen(pid, 0)
+	if err == nil {
+		defer unix.Close(fd)
+		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+		deadline := time.Now().Add(d)
+		for {
+			left := time.Until(deadline)
+			if left <= 0 {
+				return !processAlive(pid)
+			}
+			n, err := unix.Poll(fds, int(left.Milliseconds())+1)
+			if err == unix.EINTR {
+				continue
+			}
+			if err != nil || n > 0 {
+				break
+			}
+		}
+		// A zombie is gone for our purpose; so is a pid that exited.
+		return !processAlive(pid)
+	}
+	if err == unix.ESRCH {
+		return true
+	}
 	deadline := time.Now().Add(d)
 	for processAlive(pid) {
 		if time.Now().After(deadline) {
 			return false
 		}
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(5 * time.Millisecond)
 	}
 	return true
 }

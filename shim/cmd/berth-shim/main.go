@@ -69,13 +69,11 @@ func run(cmd string, o options) error {
 	ctx := context.Background()
 	switch cmd {
 	case "start":
-		addr, err := shim.StartDaemon(shim.StartOpts{Config: cfg, StateDir: o.stateDir, Args: []string{
-			"serve", "--id", o.id, "--namespace", o.namespace, "--bundle", bundle,
-			"--runtime", o.runtimeBin, "--runtime-root", o.runtimeRoot, "--state", o.stateDir,
-		}})
+		addr, proc, err := shim.StartDaemon(shim.StartOpts{Config: cfg, StateDir: o.stateDir, Args: shim.ServeArgs(cfg, o.stateDir)})
 		if err != nil {
 			return err
 		}
+		proc.Release() // init inherits the daemon when this process exits
 		fmt.Println(addr)
 		return nil
 	case "serve":
