@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -27,6 +28,8 @@ type fakeContent struct {
 	mu     sync.Mutex
 	blobs  map[digest.Digest][]byte
 	labels map[digest.Digest]map[string]string
+	// updates counts the calls to Update.
+	updates int
 }
 
 func newFakeContent() *fakeContent {
@@ -63,9 +66,20 @@ func (c *fakeContent) ReaderAt(ctx context.Context, desc ocispec.Descriptor) (co
 	return readerAt{bytes.NewReader(b)}, nil
 }
 
+func (c *fakeContent) Info(ctx context.Context, dgst digest.Digest) (content.Info, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	b, ok := c.blobs[dgst]
+	if !ok {
+		return content.Info{}, fmt.Errorf("blob %s: %w", dgst, errdefs.ErrNotFound)
+	}
+	return content.Info{Digest: dgst, Size: int64(len(b)), Labels: maps.Clone(c.labels[dgst])}, nil
+}
+
 func (c *fakeContent) Update(ctx context.Context, info content.Info, fieldpaths ...string) (content.Info, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.updates++
 	if _, ok := c.blobs[info.Digest]; !ok {
 		return content.Info{}, fmt.Errorf("blob %s: %w", info.Digest, errdefs.ErrNotFound)
 	}

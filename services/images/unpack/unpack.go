@@ -147,6 +147,13 @@ func Unpack(ctx context.Context, cs content.Store, sn snapshots.Snapshotter, app
 	}
 	if o.snapshotter != "" {
 		key := LabelGCRefSnapshot + o.snapshotter
+		// Every container create unpacks; most find the image unpacked and
+		// labelled already, and a read is cheaper than a write.
+		if len(missing) == 0 {
+			if info, err := cs.Info(ctx, config.Digest); err == nil && info.Labels[key] == top.String() {
+				return top, nil
+			}
+		}
 		info := content.Info{Digest: config.Digest, Labels: map[string]string{key: top.String()}}
 		if _, err := cs.Update(ctx, info, "labels."+key); err != nil {
 			return "", fmt.Errorf("labelling the config %s of image %s with its snapshot: %w", config.Digest, img.Name, err)

@@ -163,6 +163,14 @@ func TestSharedLayersUnpackOnce(t *testing.T) {
 			if got := s.cs.label(base.config.Digest, "berth.gc.ref.snapshot.fake"); got != handChain(base.diffIDs)[1].String() {
 				t.Errorf("label after a second unpack = %q", got)
 			}
+			// A third unpack finds the label in place and writes nothing.
+			updates := s.cs.updates
+			if _, err := s.unpack(t, base.img, WithSnapshotterName("fake")); err != nil {
+				t.Fatal(err)
+			}
+			if n := s.cs.updates - updates; n != 0 {
+				t.Errorf("%d content updates when the image is unpacked and labelled already", n)
+			}
 		})
 	}
 }
