@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -98,22 +99,22 @@ func resolveContainer(ctx context.Context, cl *client.Client, arg string) (conta
 			return c, err
 		}
 	}
-	all, err := cl.Containers.List(ctx)
+	// Ask berthd for the name, then for the prefix, rather than read every
+	// record (specs included) on each command.
+	name := strings.TrimPrefix(arg, "/")
+	byName, err := cl.Containers.List(ctx, "name=="+strconv.Quote(name))
 	if err != nil {
 		return containers.Container{}, fmt.Errorf("listing containers: %w", err)
 	}
-	name := strings.TrimPrefix(arg, "/")
-	for _, c := range all {
-		if c.Name == name {
-			return c, nil
-		}
+	if len(byName) > 0 {
+		return byName[0], nil
 	}
-	var found []containers.Container
-	lower := strings.ToLower(arg)
-	for _, c := range all {
-		if strings.HasPrefix(c.ID, lower) {
-			found = append(found, c)
-		}
+	if !isHex(arg) {
+		return containers.Container{}, noSuchContainer(arg)
+	}
+	found, err := cl.Containers.List(ctx, "id~="+strconv.Quote("^"+strings.ToLower(arg)))
+	if err != nil {
+		return containers.Container{}, fmt.Errorf("listing containers: %w", err)
 	}
 	switch len(found) {
 	case 0:
@@ -122,6 +123,16 @@ func resolveContainer(ctx context.Context, cl *client.Client, arg string) (conta
 		return found[0], nil
 	}
 	return containers.Container{}, errdefs.Errorf(errdefs.ErrInvalidArgument, "multiple IDs found with provided prefix: %s", arg)
+}
+
+// isHex says whether s is made of hexadecimal digits only.
+func isHex(s string) bool {
+	for _, r := range s {
+		if !('0' <= r && r <= '9' || 'a' <= r && r <= 'f' || 'A' <= r && r <= 'F') {
+			return false
+		}
+	}
+	return s != ""
 }
 
 // taskOf returns the container's task, or nil when it has none.

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/berth-engine/berth/internal/filters"
+
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/berth-engine/berth/cli/client"
@@ -24,8 +26,18 @@ type listStore struct {
 	all []containers.Container
 }
 
-func (s listStore) List(context.Context, ...string) ([]containers.Container, error) {
-	return s.all, nil
+func (s listStore) List(_ context.Context, fs ...string) ([]containers.Container, error) {
+	f, err := filters.Parse(fs...)
+	if err != nil {
+		return nil, err
+	}
+	var out []containers.Container
+	for _, c := range s.all {
+		if f.Match(containers.Adaptor(c)) {
+			out = append(out, c)
+		}
+	}
+	return out, nil
 }
 func (s listStore) Get(_ context.Context, id string) (containers.Container, error) {
 	for _, c := range s.all {

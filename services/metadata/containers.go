@@ -15,7 +15,6 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/berth-engine/berth/internal/errdefs"
-	"github.com/berth-engine/berth/internal/filters"
 	nsctx "github.com/berth-engine/berth/internal/namespaces"
 	eventsv1 "github.com/berth-engine/berth/proto/events/v1"
 	"github.com/berth-engine/berth/services/containers"
@@ -61,36 +60,9 @@ func (s *containerStore) List(ctx context.Context, fs ...string) ([]containers.C
 	if err != nil {
 		return nil, err
 	}
-	out, err := readMatching(s.db.bdb, fs, func(tx *bolt.Tx) *bolt.Bucket { return containersBucket(tx, ns) }, readContainer, containerAdaptor)
+	out, err := readMatching(s.db.bdb, fs, func(tx *bolt.Tx) *bolt.Bucket { return containersBucket(tx, ns) }, readContainer, containers.Adaptor)
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out, err
-}
-
-func containerAdaptor(c containers.Container) filters.Adaptor {
-	return filters.AdaptorFunc(func(path []string) (string, bool) {
-		if len(path) == 0 {
-			return "", false
-		}
-		switch path[0] {
-		case "id":
-			return c.ID, true
-		case "name":
-			return c.Name, true
-		case "image":
-			return c.Image, c.Image != ""
-		case "runtime":
-			if len(path) == 2 && path[1] == "name" {
-				return c.Runtime.Name, true
-			}
-		case "snapshotter":
-			return c.Snapshotter, c.Snapshotter != ""
-		case "snapshot_key":
-			return c.SnapshotKey, c.SnapshotKey != ""
-		case "labels":
-			return filters.MapField(c.Labels, path)
-		}
-		return "", false
-	})
 }
 
 func (s *containerStore) Create(ctx context.Context, c containers.Container) (containers.Container, error) {
