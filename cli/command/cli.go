@@ -242,6 +242,8 @@ func NewRootCommand(c *CLI) *cobra.Command {
 		newTopCommand(c),
 		newRenameCommand(c),
 		newRestartCommand(c),
+		newCpCommand(c),
+		newExportCommand(c),
 		newContainerCommand(c),
 	)
 	// Usage lines name their options themselves ("[OPTIONS]").
