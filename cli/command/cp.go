@@ -31,7 +31,7 @@ type cpOptions struct {
 func newCpCommand(c *CLI) *cobra.Command {
 	var o cpOptions
 	cmd := &cobra.Command{
-		Use: "cp [OPTIONS] CONTAINER:SRC_PATH DEST_PATH|-\n  berth cp [OPTIONS] SRC_PATH|- CONTAINER:DEST_PATH",
+		Use:   "cp [OPTIONS] CONTAINER:SRC_PATH DEST_PATH|-\n  berth cp [OPTIONS] SRC_PATH|- CONTAINER:DEST_PATH",
 		Short: "Copy files/folders between a container and the local filesystem",
 		Long: `Copy files/folders between a container and the local filesystem
 
