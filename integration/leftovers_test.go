@@ -1,6 +1,11 @@
 package integration
 
 import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -47,4 +52,67 @@ func TestStopAndRestartPaused(t *testing.T) {
 		t.Errorf("restart of a paused container: %q", out)
 	}
 	d.must("rm", "-f", "pstop")
+}
+
+func TestLogOptRotation(t *testing.T) {
+	d := containerDaemon(t)
+	removeAllContainers(t, d)
+	id := strings.TrimSpace(d.must("run", "-d", "--name", "rot", "--log-opt", "max-size=1k", "--log-opt", "max-file=3",
+		"busybox", "sh", "-c", "i=1; while [ $i -le 300 ]; do echo line-$i; i=$((i+1)); done"))
+	d.must("wait", "rot")
+	if out := d.must("inspect", "-f", "{{.HostConfig.LogConfig.Type}} {{json .HostConfig.LogConfig.Config}}", "rot"); out != `json-file {"max-file":"3","max-size":"1k"}`+"\n" {
+		t.Errorf("inspect's LogConfig: %q", out)
+	}
+	logPath := filepath.Join(d.root, "containers", id, id+"-json.log")
+	// The kept files, oldest first, hold what logs must print.
+	var want []string
+	for _, p := range []string{logPath + ".2", logPath + ".1", logPath} {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatalf("rotated log file: %v", err)
+		}
+		if len(b) > 1024+200 {
+			t.Errorf("%s holds %d bytes, more than max-size 1k and one line", p, len(b))
+		}
+		for line := range strings.SplitSeq(strings.TrimSpace(string(b)), "\n") {
+			var e struct{ Log string }
+			if err := json.Unmarshal([]byte(line), &e); err != nil {
+				t.Fatalf("log line %q: %v", line, err)
+			}
+			want = append(want, strings.TrimSuffix(e.Log, "\n"))
+		}
+	}
+	if _, err := os.Stat(logPath + ".3"); err == nil {
+		t.Errorf("max-file=3 kept a fourth file")
+	}
+	got := strings.Split(strings.TrimSpace(d.must("logs", "rot")), "\n")
+	if !slices.Equal(got, want) {
+		t.Fatalf("logs printed %d lines, the kept files hold %d:\n got %v\nwant %v", len(got), len(want), got, want)
+	}
+	// In order, without a gap, up to the last line; the oldest were dropped.
+	first, err := strconv.Atoi(strings.TrimPrefix(got[0], "line-"))
+	if err != nil || first <= 1 {
+		t.Fatalf("first line after rotation %q: want a later line than line-1", got[0])
+	}
+	for i, l := range got {
+		if l != "line-"+strconv.Itoa(first+i) {
+			t.Fatalf("line %d is %q, want line-%d", i, l, first+i)
+		}
+	}
+	if got[len(got)-1] != "line-300" {
+		t.Errorf("last line %q", got[len(got)-1])
+	}
+
+	for _, c := range []struct{ opt, want string }{
+		{"max-size=abc", `invalid max-size "abc"`},
+		{"max-file=0", `invalid max-file "0"`},
+		{"compress=true", "unknown log opt 'compress' for json-file log driver"},
+	} {
+		for _, cmd := range []string{"create", "run"} {
+			if _, errOut, code := d.berth(cmd, "--log-opt", c.opt, "busybox", "true"); code != 125 || !strings.Contains(errOut, c.want) {
+				t.Errorf("%s --log-opt %s: exit %d, stderr %q; want 125 and %q", cmd, c.opt, code, errOut, c.want)
+			}
+		}
+	}
+	d.must("rm", "rot")
 }

@@ -136,7 +136,7 @@ func runCp(ctx context.Context, c *CLI, o cpOptions, srcArg, dstArg string) erro
 // abs, which filepath.Abs cleaned away: they change what a copy does.
 func keepTrailing(orig, abs string) string {
 	switch {
-	case strings.HasSuffix(orig, "/."):
+	case orig == "." || strings.HasSuffix(orig, "/."):
 		return strings.TrimSuffix(abs, "/") + "/."
 	case strings.HasSuffix(orig, "/") && abs != "/":
 		return abs + "/"
