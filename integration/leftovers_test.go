@@ -116,3 +116,24 @@ func TestLogOptRotation(t *testing.T) {
 	}
 	d.must("rm", "rot")
 }
+
+func TestInspectEntrypointAndCmd(t *testing.T) {
+	d := containerDaemon(t)
+	removeAllContainers(t, d)
+	d.must("create", "--name", "e1", "busybox", "sleep", "60")
+	d.must("create", "--name", "e2", "--entrypoint", "echo", "busybox", "hi", "there")
+	d.must("create", "--name", "e3", "busybox")
+	d.must("create", "--name", "e4", "--entrypoint", "", "busybox", "echo", "x")
+	const f = "{{json .Config.Entrypoint}} {{json .Config.Cmd}} {{.Path}} {{json .Args}}"
+	for name, want := range map[string]string{
+		"e1": `null ["sleep","60"] sleep ["60"]`,
+		"e2": `["echo"] ["hi","there"] echo ["hi","there"]`,
+		"e3": `null ["sh"] sh []`,
+		"e4": `null ["echo","x"] echo ["x"]`,
+	} {
+		if out := d.must("inspect", "-f", f, name); out != want+"\n" {
+			t.Errorf("inspect %s: %q, want %q", name, out, want)
+		}
+	}
+	d.must("rm", "e1", "e2", "e3", "e4")
+}

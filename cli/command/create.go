@@ -189,7 +189,8 @@ func (c *CLI) createContainer(ctx context.Context, cl *client.Client, o createOp
 		return containers.Container{}, err
 	}
 
-	st, _ := json.Marshal(containerState{AutoRemove: o.autoRemove})
+	entrypoint, cmd := ocispec.EntrypointAndCmd(cfg.Config.Entrypoint, cfg.Config.Cmd, runOpts.Entrypoint, runOpts.Cmd)
+	st, _ := json.Marshal(containerState{AutoRemove: o.autoRemove, Entrypoint: entrypoint, Cmd: cmd})
 	record := containers.Container{
 		ID:          id,
 		Name:        o.name,

@@ -143,6 +143,9 @@ func newInspectContainer(ctr containers.Container, p *tasksv1.Process, imageID s
 			ic.Path, ic.Args = proc.Args[0], append([]string{}, proc.Args[1:]...)
 		}
 		ic.Config.Cmd = proc.Args
+		if st.Entrypoint != nil || st.Cmd != nil {
+			ic.Config.Entrypoint, ic.Config.Cmd = st.Entrypoint, st.Cmd
+		}
 		ic.Config.Env = proc.Env
 		ic.Config.WorkingDir = proc.Cwd
 		ic.Config.Tty = proc.Terminal
