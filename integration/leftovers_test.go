@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -136,4 +137,70 @@ func TestInspectEntrypointAndCmd(t *testing.T) {
 		}
 	}
 	d.must("rm", "e1", "e2", "e3", "e4")
+}
+
+// parseHumanSize reads Docker's "1.23MB".
+func parseHumanSize(t *testing.T, s string) float64 {
+	t.Helper()
+	for i, unit := range []string{"kB", "MB", "GB", "B"} {
+		if num, ok := strings.CutSuffix(s, unit); ok {
+			f, err := strconv.ParseFloat(num, 64)
+			if err != nil {
+				t.Fatalf("size %q: %v", s, err)
+			}
+			mult := []float64{1e3, 1e6, 1e9, 1}[i]
+			return f * mult
+		}
+	}
+	t.Fatalf("size %q has no unit", s)
+	return 0
+}
+
+func TestPsLastLatestSize(t *testing.T) {
+	d := containerDaemon(t)
+	removeAllContainers(t, d)
+	d.must("create", "--name", "pa", "busybox", "true")
+	d.must("run", "-d", "--name", "pb", "busybox", "sleep", "60")
+	cID := strings.TrimSpace(d.must("create", "--name", "pc", "busybox", "true"))
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-n", "2"}, "pc\npb\n"},
+		{[]string{"--last", "5"}, "pc\npb\npa\n"},
+		{[]string{"-l"}, "pc\n"},
+		{[]string{"--latest"}, "pc\n"},
+		{[]string{"-n", "2", "-f", "status=created"}, "pc\npa\n"},
+		{[]string{}, "pb\n"},
+	} {
+		if out := d.must(append(append([]string{"ps"}, c.args...), "--format", "{{.Names}}")...); out != c.want {
+			t.Errorf("ps %v: %q, want %q", c.args, out, c.want)
+		}
+	}
+	if out := d.must("ps", "-lq"); out != cID[:12]+"\n" {
+		t.Errorf("ps -lq: %q, want %q", out, cID[:12])
+	}
+
+	d.must("exec", "pb", "dd", "if=/dev/urandom", "of=/big", "bs=1000", "count=300")
+	out := d.must("ps", "-s")
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 2 || !strings.HasSuffix(lines[0], "SIZE") {
+		t.Fatalf("ps -s:\n%s", out)
+	}
+	sizeRe := regexp.MustCompile(`(\S+) \(virtual (\S+)\)$`)
+	m := sizeRe.FindStringSubmatch(lines[1])
+	if m == nil {
+		t.Fatalf("ps -s row without Docker's size: %q", lines[1])
+	}
+	rw, virtual := parseHumanSize(t, m[1]), parseHumanSize(t, m[2])
+	if rw < 300e3 || rw > 2e6 {
+		t.Errorf("ps -s: writable layer %s after writing 300kB", m[1])
+	}
+	if virtual < rw+100e3 {
+		t.Errorf("ps -s: virtual %s is not the writable layer %s plus the image", m[2], m[1])
+	}
+	if out := d.must("ps", "-a", "--format", "{{.Names}} {{.Size}}", "-f", "name=pa"); !regexp.MustCompile(`^pa \d+(\.\d+)?k?B \(virtual \S+B\)\n$`).MatchString(out) {
+		t.Errorf("ps --format {{.Size}} of a created container: %q", out)
+	}
+	d.must("rm", "-f", "pa", "pb", "pc")
 }
