@@ -81,6 +81,10 @@ func TestCpBothWays(t *testing.T) {
 	}
 	// Docker's errors.
 	os.WriteFile(filepath.Join(h, "file"), []byte("file"), 0o644)
+	// clash holds a folder where the copy would put a file, and a file
+	// where it would put a folder.
+	os.MkdirAll(filepath.Join(h, "clash", "a"), 0o755)
+	os.WriteFile(filepath.Join(h, "clash", "sub"), []byte("file"), 0o644)
 	for _, c := range []struct {
 		args []string
 		want string
@@ -91,6 +95,8 @@ func TestCpBothWays(t *testing.T) {
 		{[]string{"cpc:/nope", h}, "Could not find the file /nope in container cpc"},
 		{[]string{"cpc:/d/a", filepath.Join(h, "no", "parent")}, "does not exist"},
 		{[]string{"cpc:/a", "cpc:/b"}, "copying between containers is not supported"},
+		{[]string{"cpc:/d/a", filepath.Join(h, "clash")}, "cannot overwrite directory"},
+		{[]string{"cpc:/d/sub", filepath.Join(h, "clash")}, "cannot overwrite non-directory"},
 		{[]string{h, filepath.Join(h, "x")}, "must specify at least one container source"},
 	} {
 		if _, errOut, code := d.berth(append([]string{"cp"}, c.args...)...); code != 1 || !strings.Contains(errOut, c.want) {

@@ -231,6 +231,21 @@ func copyPath(ctx context.Context, c *CLI, o cpOptions, src, dst cpEnd) (int64, 
 		prefix, name = path.Dir("/"+dstInfo.Path), path.Base("/"+dstInfo.Path)
 	}
 
+	if name != "" {
+		// The tar replaces what is there; Docker refuses to swap a folder
+		// for a file or a file for a folder.
+		target := cpEnd{root: dst.root, path: path.Join(prefix, name), container: dst.container}
+		ti, err := layer.Stat(target.root, target.path, false)
+		if err != nil {
+			return 0, cpError(target, err)
+		}
+		switch {
+		case ti.Exists && ti.IsDir && !srcInfo.IsDir:
+			return 0, errdefs.Errorf(errdefs.ErrInvalidArgument, "cannot overwrite directory %s with non-directory %s", target, src)
+		case ti.Exists && !ti.IsDir && srcInfo.IsDir:
+			return 0, errdefs.Errorf(errdefs.ErrInvalidArgument, "cannot overwrite non-directory %s with directory %s", target, src)
+		}
+	}
 	pr, pw := io.Pipe()
 	go func() {
 		pw.CloseWithError(layer.WriteTree(ctx, pw, src.root, srcInfo.Path, name))

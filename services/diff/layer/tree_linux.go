@@ -55,10 +55,6 @@ func (t *tree) stat(p string, follow bool) (PathInfo, error) {
 	rel := inRoot(p)
 	for range maxSymlinks {
 		if rel == "" {
-			var st unix.Stat_t
-			if err := unix.Fstat(t.root, &st); err != nil {
-				return PathInfo{}, err
-			}
 			return PathInfo{Exists: true, IsDir: true}, nil
 		}
 		dir, base := splitName(rel)
@@ -80,13 +76,11 @@ func (t *tree) stat(p string, follow bool) (PathInfo, error) {
 		}
 		if fileType(&st) != unix.S_IFLNK || !follow {
 			unix.Close(parent)
-			return PathInfo{
-				Path:    rel,
-				Exists:  true,
-				IsDir:   isDir(&st),
-				Symlink: fileType(&st) == unix.S_IFLNK,
-				Size:    st.Size,
-			}, nil
+			info := PathInfo{Path: rel, Exists: true, IsDir: isDir(&st), Symlink: fileType(&st) == unix.S_IFLNK}
+			if fileType(&st) == unix.S_IFREG {
+				info.Size = st.Size
+			}
+			return info, nil
 		}
 		target, err := readlinkat(parent, base)
 		unix.Close(parent)
