@@ -148,6 +148,14 @@ func TestCpBothWays(t *testing.T) {
 		t.Errorf("cp - onto a file: exit %d, %q", code, errOut)
 	}
 
+	// A paused container is seen through its process's root too.
+	d.must("pause", "cpc")
+	d.must("cp", "cpc:/dev/shm/f", filepath.Join(h, "paused"))
+	d.must("unpause", "cpc")
+	if got := readHostFile(t, filepath.Join(h, "paused")); got != "shm\n" {
+		t.Errorf("cp from a paused container: %q", got)
+	}
+
 	// A stopped container: its snapshot is mounted.
 	d.must("stop", "-t", "1", "cpc")
 	d.must("cp", in, "cpc:/stopped.txt")

@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
 
 	"github.com/berth-engine/berth/cli/client"
 	"github.com/berth-engine/berth/cli/formatter"
@@ -158,7 +159,7 @@ func withContainerRoot(ctx context.Context, cl *client.Client, ctr containers.Co
 	if p != nil && p.GetPid() > 0 && !readOnly {
 		switch p.GetStatus() {
 		case tasksv1.Status_STATUS_RUNNING, tasksv1.Status_STATUS_PAUSED, tasksv1.Status_STATUS_CREATED:
-			return fn(fmt.Sprintf("/proc/%d/root", p.GetPid()))
+			return withProcessRoot(ctx, cl, ctr, p.GetPid(), fn)
 		}
 	}
 	if p != nil && !isRunning(p) && p.GetStatus() != tasksv1.Status_STATUS_CREATED {
@@ -179,6 +180,26 @@ func withContainerRoot(ctx context.Context, cl *client.Client, ctr containers.Co
 		mounts = mount.ReadOnlyView(mounts)
 	}
 	return mount.WithTempMount(ctx, mounts, fn)
+}
+
+// withProcessRoot calls fn with the root of the container's process pid.
+// The root is held open, and the task is asked again once it is, so that a
+// pid reused by another process after the container exited is never taken
+// for the container's.
+func withProcessRoot(ctx context.Context, cl *client.Client, ctr containers.Container, pid uint32, fn func(root string) error) error {
+	fd, err := unix.Open(fmt.Sprintf("/proc/%d/root", pid), unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return errdefs.Errorf(errdefs.ErrFailedPrecondition, "opening the root of container %s (pid %d): %v: is it still running?", ctr.Name, pid, err)
+	}
+	defer unix.Close(fd)
+	again, err := taskOf(ctx, cl, ctr.ID)
+	if err != nil {
+		return err
+	}
+	if again.GetPid() != pid || again.GetStatus() == tasksv1.Status_STATUS_STOPPED {
+		return errdefs.Errorf(errdefs.ErrFailedPrecondition, "container %s stopped while berth opened its root: try again", ctr.Name)
+	}
+	return fn(fmt.Sprintf("/proc/self/fd/%d", fd))
 }
 
 // copyPath copies src to dst with Docker's rules, through a tar stream
