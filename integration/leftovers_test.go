@@ -172,6 +172,7 @@ func TestPsLastLatestSize(t *testing.T) {
 		{[]string{"--latest"}, "pc\n"},
 		{[]string{"-n", "2", "-f", "status=created"}, "pc\npa\n"},
 		{[]string{}, "pb\n"},
+		{[]string{"-n", "0"}, "pb\n"},
 	} {
 		if out := d.must(append(append([]string{"ps"}, c.args...), "--format", "{{.Names}}")...); out != c.want {
 			t.Errorf("ps %v: %q, want %q", c.args, out, c.want)

@@ -46,7 +46,8 @@ type psRow struct {
 // psOptions are the flags of ps that choose and shape the rows.
 type psOptions struct {
 	all, noTrunc, size bool
-	// last keeps the newest last containers; -1 keeps all.
+	// last keeps the newest last containers; 0 or less keeps all, as
+	// Docker's limit.
 	last int
 }
 
@@ -124,7 +125,7 @@ func newPsCommand(c *CLI) *cobra.Command {
 				o.last = 1
 			}
 			// As Docker: filters, -n and -l look at containers in every state.
-			o.all = o.all || len(filters) > 0 || o.last >= 0
+			o.all = o.all || len(filters) > 0 || o.last > 0
 			table := psTable
 			if o.size {
 				table += "\t{{.Size}}"
@@ -175,7 +176,7 @@ func psRows(ctx context.Context, cl *client.Client, f psFilter, o psOptions, now
 	var rows []psRow
 	sizes := newSizer(cl)
 	for _, ctr := range ctrs {
-		if o.last >= 0 && len(rows) >= o.last {
+		if o.last > 0 && len(rows) >= o.last {
 			break
 		}
 		state, status := containerStatus(ctr, tasks[ctr.ID], now)
