@@ -191,8 +191,11 @@ func NewRootCommand(c *CLI) *cobra.Command {
 		Use:   "berth [OPTIONS] COMMAND",
 		Short: "berth is a container engine: images, content and namespaces served by berthd",
 		// Errors are printed once by Run; usage is pointed to, not dumped.
-		SilenceErrors:     true,
-		SilenceUsage:      true,
+		SilenceErrors: true,
+		SilenceUsage:  true,
+		// Flags before a command are the root's: `berth -n NS ps -n 2` gives
+		// the namespace, then ps's --last.
+		TraverseChildren:  true,
 		DisableAutoGenTag: true,
 		Args:              noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -242,6 +245,8 @@ func NewRootCommand(c *CLI) *cobra.Command {
 		newTopCommand(c),
 		newRenameCommand(c),
 		newRestartCommand(c),
+		newCpCommand(c),
+		newExportCommand(c),
 		newContainerCommand(c),
 	)
 	// Usage lines name their options themselves ("[OPTIONS]").

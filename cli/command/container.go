@@ -42,6 +42,11 @@ type containerState struct {
 	// AutoRemove removes the container when it exits (--rm); the CLI that
 	// waits for the exit does it.
 	AutoRemove bool `json:"auto_remove,omitempty"`
+	// Entrypoint and Cmd are what the container runs, apart, as create
+	// merged them from the image and the flags; Docker's inspect shows
+	// them so. Records made before they were kept have neither.
+	Entrypoint []string `json:"entrypoint,omitempty"`
+	Cmd        []string `json:"cmd,omitempty"`
 }
 
 func stateOf(c containers.Container) containerState {

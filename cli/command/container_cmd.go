@@ -21,6 +21,8 @@ func newContainerCommand(c *CLI) *cobra.Command {
 		newStartCommand(c),
 		newStopCommand(c),
 		newRestartCommand(c),
+		newCpCommand(c),
+		newExportCommand(c),
 		newKillCommand(c),
 		newWaitCommand(c),
 		newRmCommand(c),

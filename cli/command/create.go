@@ -37,6 +37,7 @@ type createOptions struct {
 	labels     []string
 	network    string
 	autoRemove bool
+	logOpts    []string
 	// entrypointSet tells --entrypoint "" (no entrypoint) from no flag.
 	entrypointSet bool
 }
@@ -53,6 +54,7 @@ func (o *createOptions) addFlags(flags *pflag.FlagSet) {
 	flags.StringArrayVarP(&o.labels, "label", "l", nil, "Set meta data on a container")
 	flags.StringVar(&o.network, "network", "", "Connect a container to a network: none or host")
 	flags.BoolVar(&o.autoRemove, "rm", false, "Automatically remove the container when it exits")
+	flags.StringArrayVar(&o.logOpts, "log-opt", nil, "Log driver options (json-file: max-size, max-file)")
 }
 
 func newCreateCommand(c *CLI) *cobra.Command {
@@ -69,7 +71,7 @@ func newCreateCommand(c *CLI) *cobra.Command {
 			}
 			ctr, err := c.createContainer(ctx, cl, o, args[0], args[1:])
 			if err != nil {
-				return err
+				return failed(err)
 			}
 			fmt.Fprintln(c.Out, ctr.ID)
 			return nil
@@ -187,7 +189,8 @@ func (c *CLI) createContainer(ctx context.Context, cl *client.Client, o createOp
 		return containers.Container{}, err
 	}
 
-	st, _ := json.Marshal(containerState{AutoRemove: o.autoRemove})
+	entrypoint, cmd := ocispec.EntrypointAndCmd(cfg.Config.Entrypoint, cfg.Config.Cmd, runOpts.Entrypoint, runOpts.Cmd)
+	st, _ := json.Marshal(containerState{AutoRemove: o.autoRemove, Entrypoint: entrypoint, Cmd: cmd})
 	record := containers.Container{
 		ID:          id,
 		Name:        o.name,
@@ -273,6 +276,16 @@ func (o createOptions) runOptions(cmdArgs []string) (ocispec.RunOptions, error) 
 		if k == "" {
 			return ro, errdefs.Errorf(errdefs.ErrInvalidArgument, "invalid label %q: the key must not be empty", l)
 		}
+		if ro.Labels == nil {
+			ro.Labels = map[string]string{}
+		}
+		ro.Labels[k] = v
+	}
+	logLabels, err := containers.ParseLogOpts(o.logOpts)
+	if err != nil {
+		return ro, err
+	}
+	for k, v := range logLabels {
 		if ro.Labels == nil {
 			ro.Labels = map[string]string{}
 		}

@@ -55,6 +55,13 @@ type inspectState struct {
 type inspectHostConfig struct {
 	NetworkMode string
 	AutoRemove  bool
+	LogConfig   inspectLogConfig
+}
+
+// inspectLogConfig is the log driver and its --log-opt options.
+type inspectLogConfig struct {
+	Type   string
+	Config map[string]string
 }
 
 type inspectMount struct {
@@ -109,7 +116,7 @@ func newInspectContainer(ctr containers.Container, p *tasksv1.Process, imageID s
 		Name:       "/" + ctr.Name,
 		Driver:     ctr.Snapshotter,
 		Platform:   "linux",
-		HostConfig: inspectHostConfig{NetworkMode: "none", AutoRemove: st.AutoRemove},
+		HostConfig: inspectHostConfig{NetworkMode: "none", AutoRemove: st.AutoRemove, LogConfig: logConfigOf(ctr)},
 		Mounts:     []inspectMount{},
 		Config:     inspectContainerConfig{Image: displayName(ctr.Image), Labels: ctr.Labels},
 	}
@@ -136,6 +143,9 @@ func newInspectContainer(ctr containers.Container, p *tasksv1.Process, imageID s
 			ic.Path, ic.Args = proc.Args[0], append([]string{}, proc.Args[1:]...)
 		}
 		ic.Config.Cmd = proc.Args
+		if st.Entrypoint != nil || st.Cmd != nil {
+			ic.Config.Entrypoint, ic.Config.Cmd = st.Entrypoint, st.Cmd
+		}
 		ic.Config.Env = proc.Env
 		ic.Config.WorkingDir = proc.Cwd
 		ic.Config.Tty = proc.Terminal
@@ -160,6 +170,18 @@ func newInspectContainer(ctr containers.Container, p *tasksv1.Process, imageID s
 		ic.Mounts = append(ic.Mounts, im)
 	}
 	return ic
+}
+
+// logConfigOf shows the container's log options as Docker's LogConfig.
+func logConfigOf(ctr containers.Container) inspectLogConfig {
+	lc := inspectLogConfig{Type: "json-file", Config: map[string]string{}}
+	if v, ok := ctr.Labels[containers.LogMaxSizeLabel]; ok {
+		lc.Config["max-size"] = v
+	}
+	if v, ok := ctr.Labels[containers.LogMaxFileLabel]; ok {
+		lc.Config["max-file"] = v
+	}
+	return lc
 }
 
 func isNetworkFile(dst string) bool {

@@ -76,11 +76,27 @@ func stopContainer(ctx context.Context, cl *client.Client, ctr containers.Contai
 	return err
 }
 
+// resumeIfPaused thaws a paused container, as Docker does before it waits
+// for a stop: a frozen process holds the signal pending until it thaws.
+func resumeIfPaused(ctx context.Context, cl *client.Client, ctr containers.Container) error {
+	p, err := taskOf(ctx, cl, ctr.ID)
+	if err != nil || p.GetStatus() != tasksv1.Status_STATUS_PAUSED {
+		return err
+	}
+	if _, err := cl.Tasks.Resume(ctx, &tasksv1.ResumeTaskRequest{ContainerId: ctr.ID}); err != nil && !errdefs.IsNotFound(err) && !errdefs.IsFailedPrecondition(err) {
+		return fmt.Errorf("unpausing container %s so that it gets the stop signal: %w", ctr.Name, err)
+	}
+	return nil
+}
+
 // killAndWait sends sig and waits up to timeout for the exit; then it
 // sends SIGKILL and waits for good.
 func killAndWait(ctx context.Context, cl *client.Client, ctr containers.Container, sig syscall.Signal, timeout time.Duration) error {
 	if _, err := cl.Tasks.Kill(ctx, &tasksv1.KillRequest{ContainerId: ctr.ID, Signal: uint32(sig), All: sig == syscall.SIGKILL}); err != nil && !errdefs.IsNotFound(err) && !errdefs.IsFailedPrecondition(err) {
 		return fmt.Errorf("stopping container %s: %w", ctr.Name, err)
+	}
+	if err := resumeIfPaused(ctx, cl, ctr); err != nil {
+		return err
 	}
 	wctx, cancel := context.WithTimeout(ctx, timeout)
 	_, err := cl.Tasks.Wait(wctx, &tasksv1.WaitRequest{ContainerId: ctr.ID})

@@ -23,7 +23,7 @@ const psTable = "table {{.ID}}\t{{.Image}}\t{{.Command}}\t{{.RunningFor}}\t{{.St
 var psHeader = formatter.Header{
 	"ID": "CONTAINER ID", "Image": "IMAGE", "Command": "COMMAND", "RunningFor": "CREATED",
 	"CreatedAt": "CREATED AT", "Status": "STATUS", "State": "STATE", "Ports": "PORTS", "Names": "NAMES",
-	"Labels": "LABELS",
+	"Labels": "LABELS", "Size": "SIZE",
 }
 
 // psRow is one line of `ps`, with the fields of Docker's templates.
@@ -38,6 +38,17 @@ type psRow struct {
 	Ports      string
 	Names      string
 	Labels     string
+	// Size is the writable layer's size and, in parentheses, with the
+	// image's (-s): "12B (virtual 1.2MB)".
+	Size string
+}
+
+// psOptions are the flags of ps that choose and shape the rows.
+type psOptions struct {
+	all, noTrunc, size bool
+	// last keeps the newest last containers; 0 or less keeps all, as
+	// Docker's limit.
+	last int
 }
 
 // psFilter is the -f filters of ps: each key's values are alternatives,
@@ -91,9 +102,11 @@ func (f psFilter) match(c containers.Container, state string) bool {
 
 func newPsCommand(c *CLI) *cobra.Command {
 	var (
-		all, quiet, noTrunc bool
-		format              string
-		filters             []string
+		quiet   bool
+		latest  bool
+		o       = psOptions{last: -1}
+		format  string
+		filters []string
 	)
 	cmd := &cobra.Command{
 		Use:   "ps [OPTIONS]",
@@ -108,27 +121,44 @@ func newPsCommand(c *CLI) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			rows, err := psRows(ctx, cl, f, all || len(filters) > 0, noTrunc, time.Now())
-			if err != nil {
-				return err
+			if latest {
+				o.last = 1
+			}
+			// As Docker: filters, -n and -l look at containers in every state.
+			o.all = o.all || len(filters) > 0 || o.last > 0
+			table := psTable
+			if o.size {
+				table += "\t{{.Size}}"
 			}
 			ff := formatter.Format(format)
 			if quiet && (format == "" || format == formatter.TableFormatKey) {
 				ff = "{{.ID}}"
 			}
-			return formatter.Write(c.Out, ff, formatter.Table{Default: psTable, Header: psHeader}, rows)
+			// A template that shows the size has it computed, as in Docker.
+			o.size = (o.size && !quiet) || strings.Contains(format, ".Size")
+			rows, err := psRows(ctx, cl, f, o, time.Now())
+			if err != nil {
+				return err
+			}
+			return formatter.Write(c.Out, ff, formatter.Table{Default: table, Header: psHeader}, rows)
 		},
 	}
 	flags := cmd.Flags()
-	flags.BoolVarP(&all, "all", "a", false, "Show all containers (default shows just running)")
+	flags.BoolVarP(&o.all, "all", "a", false, "Show all containers (default shows just running)")
 	flags.BoolVarP(&quiet, "quiet", "q", false, "Only display container IDs")
-	flags.BoolVar(&noTrunc, "no-trunc", false, "Don't truncate output")
+	flags.BoolVar(&o.noTrunc, "no-trunc", false, "Don't truncate output")
+	// Docker's -n is --last here; the namespace is -n before "ps", or
+	// --namespace.
+	flags.StringVar(&c.namespace, "namespace", c.namespace, "namespace to work in")
+	flags.IntVarP(&o.last, "last", "n", -1, "Show n last created containers (includes all states)")
+	flags.BoolVarP(&latest, "latest", "l", false, "Show the latest created container (includes all states)")
+	flags.BoolVarP(&o.size, "size", "s", false, "Display total file sizes")
 	flags.StringVar(&format, "format", "", "Format output using a custom template: 'table', 'table TEMPLATE', 'json' or 'TEMPLATE'")
 	flags.StringArrayVarP(&filters, "filter", "f", nil, "Filter output based on conditions provided (status=, name=, id=, label=)")
 	return cmd
 }
 
-func psRows(ctx context.Context, cl *client.Client, f psFilter, all, noTrunc bool, now time.Time) ([]psRow, error) {
+func psRows(ctx context.Context, cl *client.Client, f psFilter, o psOptions, now time.Time) ([]psRow, error) {
 	ctrs, err := cl.Containers.List(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("listing containers: %w", err)
@@ -144,9 +174,13 @@ func psRows(ctx context.Context, cl *client.Client, f psFilter, all, noTrunc boo
 	// Newest first, as Docker lists them.
 	sortNewestFirst(ctrs)
 	var rows []psRow
+	sizes := newSizer(cl)
 	for _, ctr := range ctrs {
+		if o.last > 0 && len(rows) >= o.last {
+			break
+		}
 		state, status := containerStatus(ctr, tasks[ctr.ID], now)
-		if (!all && state != "running" && state != "paused") || !f.match(ctr, state) {
+		if (!o.all && state != "running" && state != "paused") || !f.match(ctr, state) {
 			continue
 		}
 		row := psRow{
@@ -162,7 +196,10 @@ func psRows(ctx context.Context, cl *client.Client, f psFilter, all, noTrunc boo
 		if s, err := specOf(ctr); err == nil && s.Process != nil {
 			row.Command = strings.Join(s.Process.Args, " ")
 		}
-		if !noTrunc {
+		if o.size {
+			row.Size = sizes.of(ctx, ctr)
+		}
+		if !o.noTrunc {
 			row.ID = formatter.TruncateID(row.ID)
 			if r := []rune(row.Command); len(r) > 20 {
 				row.Command = string(r[:19]) + "…"

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -269,5 +270,59 @@ func TestUnmountBusyDetaches(t *testing.T) {
 	// The open file still works: the kernel finishes the unmount later.
 	if _, err := f.WriteString("still writable"); err != nil {
 		t.Fatalf("writing to the held file after the lazy unmount: %v", err)
+	}
+}
+
+func TestReadOnlyView(t *testing.T) {
+	got := ReadOnlyView([]Mount{
+		{Type: "overlay", Source: "overlay", Options: []string{"index=off", "workdir=/s/2/work", "upperdir=/s/2/fs", "lowerdir=/s/1/fs:/s/0/fs"}},
+		{Type: "bind", Source: "/s/3/fs", Options: []string{"rbind", "rw"}},
+	})
+	want := []Mount{
+		{Type: "overlay", Source: "overlay", Options: []string{"index=off", "lowerdir=/s/2/fs:/s/1/fs:/s/0/fs", "ro"}},
+		{Type: "bind", Source: "/s/3/fs", Options: []string{"rbind", "ro"}},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("ReadOnlyView:\n got %+v\nwant %+v", got, want)
+	}
+}
+
+func TestReadOnlyViewWhileMounted(t *testing.T) {
+	needRoot(t)
+	base := t.TempDir()
+	var lower, upper, work string
+	for _, p := range []*string{&lower, &upper, &work} {
+		dir, err := os.MkdirTemp(base, "d")
+		if err != nil {
+			t.Fatal(err)
+		}
+		*p = dir
+	}
+	if err := os.WriteFile(filepath.Join(lower, "old"), []byte("lower"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	rw := []Mount{{Type: "overlay", Source: "overlay", Options: []string{"workdir=" + work, "upperdir=" + upper, "lowerdir=" + lower}}}
+	err := WithTempMount(context.Background(), rw, func(root string) error {
+		if err := os.WriteFile(filepath.Join(root, "new"), []byte("upper"), 0o644); err != nil {
+			return err
+		}
+		if err := os.Remove(filepath.Join(root, "old")); err != nil {
+			return err
+		}
+		return WithTempMount(context.Background(), ReadOnlyView(rw), func(view string) error {
+			if b, err := os.ReadFile(filepath.Join(view, "new")); err != nil || string(b) != "upper" {
+				return fmt.Errorf("the view does not show the upper file: %q, %v", b, err)
+			}
+			if _, err := os.Stat(filepath.Join(view, "old")); !os.IsNotExist(err) {
+				return fmt.Errorf("the view shows a file the upper directory deleted: %v", err)
+			}
+			if err := os.WriteFile(filepath.Join(view, "x"), nil, 0o644); err == nil {
+				return fmt.Errorf("the view is writable")
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }

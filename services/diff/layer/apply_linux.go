@@ -84,8 +84,9 @@ func (c *countingReader) Read(p []byte) (int, error) {
 // applier holds the state of one Apply.
 type applier struct {
 	tree
-	isRoot bool
-	buf    []byte
+	isRoot     bool
+	plainNames bool
+	buf        []byte
 	// written holds the entries this layer wrote and their ancestors: a
 	// whiteout or an opaque directory hides only what came before the layer.
 	written map[string]struct{}
@@ -110,10 +111,11 @@ func newApplier(root string, o ApplyOpts) (*applier, error) {
 		return nil, fmt.Errorf("opening layer root %s: %w", root, err)
 	}
 	a := &applier{
-		tree:    tree{root: rootfd, overlay: o.OverlayWhiteouts},
-		isRoot:  unix.Geteuid() == 0,
-		buf:     make([]byte, 1<<20),
-		written: map[string]struct{}{},
+		tree:       tree{root: rootfd, overlay: o.OverlayWhiteouts},
+		isRoot:     unix.Geteuid() == 0,
+		plainNames: o.PlainNames,
+		buf:        make([]byte, 1<<20),
+		written:    map[string]struct{}{},
 	}
 	a.openat2 = !o.noOpenat2 && hasOpenat2(rootfd)
 	a.copiedUp = func(rel string, st *unix.Stat_t) {
@@ -168,7 +170,7 @@ func (a *applier) entry(tr *tar.Reader, hdr *tar.Header) error {
 		return nil
 	}
 	dir, base := splitName(name)
-	if strings.HasPrefix(base, WhiteoutPrefix) {
+	if strings.HasPrefix(base, WhiteoutPrefix) && !a.plainNames {
 		return a.whiteout(dir, base)
 	}
 	switch hdr.Typeflag {

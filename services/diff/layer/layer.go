@@ -49,6 +49,9 @@ type ApplyOpts struct {
 	// directory is root, topmost first (the order of overlayfs' lowerdir
 	// option). Lookups that miss in root continue in them.
 	Parents []string
+	// PlainNames takes names that start with ".wh." as ordinary files, for
+	// a tar that is a copy of files rather than an image layer.
+	PlainNames bool
 
 	// noOpenat2 makes Apply resolve paths in user space even when the
 	// kernel has openat2, so that tests cover the fallback.
@@ -69,6 +72,12 @@ func WithOverlayWhiteouts() ApplyOpt {
 // targets that the root lacks are looked up in them and copied up.
 func WithParents(lowerDirs []string) ApplyOpt {
 	return func(o *ApplyOpts) { o.Parents = append([]string(nil), lowerDirs...) }
+}
+
+// WithPlainNames takes every entry as a file to write: ".wh." names are not
+// whiteouts. Copies of files (berth cp) use it; image layers must not.
+func WithPlainNames() ApplyOpt {
+	return func(o *ApplyOpts) { o.PlainNames = true }
 }
 
 // DiffOpts are the options of WriteDiff.

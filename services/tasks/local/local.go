@@ -284,6 +284,10 @@ func (s *Service) Create(ctx context.Context, req *tasksv1.CreateTaskRequest) (_
 		return nil, fmt.Errorf("creating the task of container %q: %w", id, err)
 	}
 	logPath := LogPath(s.cfg.Root, id)
+	logCfg, err := containers.LogConfigOf(c.Labels)
+	if err != nil {
+		return nil, fmt.Errorf("creating the task of container %q: %w", id, err)
+	}
 	if err := os.MkdirAll(filepath.Dir(logPath), 0o700); err != nil {
 		return nil, fmt.Errorf("creating the task of container %q: %w", id, err)
 	}
@@ -293,7 +297,7 @@ func (s *Service) Create(ctx context.Context, req *tasksv1.CreateTaskRequest) (_
 	cr, err := t.shim.Create(ctx, &shimv1.CreateTaskRequest{
 		Id: id, Bundle: t.bundle, Rootfs: mounts, Terminal: req.GetTerminal(),
 		Stdin: req.GetStdin(), Stdout: req.GetStdout(), Stderr: req.GetStderr(),
-		Log: &shimv1.Log{Path: logPath},
+		Log: &shimv1.Log{Path: logPath, MaxSize: logCfg.MaxSize, MaxFiles: int32(logCfg.MaxFiles)},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("creating the task of container %q: %w", id, errdefs.FromGRPC(err))

@@ -165,12 +165,11 @@ func Generate(ctx context.Context, img imagespec.ImageConfig, opts RunOptions, r
 	return s, nil
 }
 
-// MergeArgs returns the process arguments, following Docker's rules: run
-// arguments replace the image's Cmd; a run entrypoint replaces the image's
-// and drops its Cmd; []string{""} as run entrypoint means "no entrypoint".
-// No arguments at all is an error.
-func MergeArgs(imgEntrypoint, imgCmd, runEntrypoint, runCmd []string) ([]string, error) {
-	entrypoint, cmd := runEntrypoint, runCmd
+// EntrypointAndCmd returns the entrypoint and the command a container runs,
+// apart, as Docker records them in a container's Config: the rules of
+// MergeArgs, which joins them.
+func EntrypointAndCmd(imgEntrypoint, imgCmd, runEntrypoint, runCmd []string) (entrypoint, cmd []string) {
+	entrypoint, cmd = runEntrypoint, runCmd
 	if len(entrypoint) == 0 {
 		if len(cmd) == 0 {
 			cmd = imgCmd
@@ -182,6 +181,15 @@ func MergeArgs(imgEntrypoint, imgCmd, runEntrypoint, runCmd []string) ([]string,
 	if len(entrypoint) == 1 && entrypoint[0] == "" {
 		entrypoint = nil
 	}
+	return entrypoint, cmd
+}
+
+// MergeArgs returns the process arguments, following Docker's rules: run
+// arguments replace the image's Cmd; a run entrypoint replaces the image's
+// and drops its Cmd; []string{""} as run entrypoint means "no entrypoint".
+// No arguments at all is an error.
+func MergeArgs(imgEntrypoint, imgCmd, runEntrypoint, runCmd []string) ([]string, error) {
+	entrypoint, cmd := EntrypointAndCmd(imgEntrypoint, imgCmd, runEntrypoint, runCmd)
 	args := append(slices.Clone(entrypoint), cmd...)
 	if len(args) == 0 {
 		return nil, errdefs.Errorf(errdefs.ErrInvalidArgument,
