@@ -55,6 +55,7 @@ type inspectState struct {
 type inspectHostConfig struct {
 	NetworkMode string
 	AutoRemove  bool
+	inspectLimits
 }
 
 type inspectMount struct {
@@ -144,6 +145,7 @@ func newInspectContainer(ctr containers.Container, p *tasksv1.Process, imageID s
 		}
 	}
 	ic.HostConfig.NetworkMode = networkMode(s)
+	ic.HostConfig.inspectLimits = limitsOf(ctr, s)
 	for _, m := range s.Mounts {
 		if m.Type != "bind" || isNetworkFile(m.Destination) {
 			continue
