@@ -76,8 +76,6 @@ func (o *limitOptions) addFlags(flags *pflag.FlagSet) {
 func (o *limitOptions) apply(ro *ocispec.RunOptions) (hostConfigExt, error) {
 	ext := hostConfigExt{
 		Privileged:  o.privileged,
-		CapAdd:      o.capAdd,
-		CapDrop:     o.capDrop,
 		NanoCpus:    int64(o.cpus),
 		Ulimits:     o.ulimits.list(),
 		SecurityOpt: []string{},
@@ -91,6 +89,8 @@ func (o *limitOptions) apply(ro *ocispec.RunOptions) (hostConfigExt, error) {
 	if sec.CapDrop, err = ocispec.NormalizeCapabilities(o.capDrop); err != nil {
 		return ext, err
 	}
+	// Shown normalized, as Docker's CLI sends them.
+	ext.CapAdd, ext.CapDrop = sec.CapAdd, sec.CapDrop
 	for _, opt := range o.securityOpt {
 		shown, err := applySecurityOpt(sec, opt)
 		if err != nil {
