@@ -148,9 +148,9 @@ func TestMemoryLimitsInCgroup(t *testing.T) {
 	out := d.must("inspect", "-f", "{{json .HostConfig}}", "lim")
 	var hc struct {
 		Memory, MemorySwap, MemoryReservation, CpuShares, ShmSize int64
-		CpusetCpus                                               string
-		OomKillDisable                                           bool
-		PidsLimit                                                *int64
+		CpusetCpus                                                string
+		OomKillDisable                                            bool
+		PidsLimit                                                 *int64
 	}
 	if err := json.Unmarshal([]byte(out), &hc); err != nil {
 		t.Fatalf("inspect HostConfig: %v\n%s", err, out)
