@@ -114,7 +114,9 @@ func TestPrivileged(t *testing.T) {
 	if d := s.Linux.Resources.Devices; len(d) != 1 || !d[0].Allow || d[0].Access != "rwm" || d[0].Major != nil {
 		t.Errorf("privileged device rules = %+v, want allow all", d)
 	}
-	if !slices.ContainsFunc(s.Linux.Devices, func(d specs.LinuxDevice) bool { return d.Path == "/dev/null" && d.Type == "c" && d.Major == 1 && d.Minor == 3 }) {
+	if !slices.ContainsFunc(s.Linux.Devices, func(d specs.LinuxDevice) bool {
+		return d.Path == "/dev/null" && d.Type == "c" && d.Major == 1 && d.Minor == 3
+	}) {
 		t.Errorf("privileged devices lack /dev/null: %+v", s.Linux.Devices)
 	}
 	if slices.ContainsFunc(s.Linux.Devices, func(d specs.LinuxDevice) bool { return strings.HasPrefix(d.Path, "/dev/pts/") }) {
