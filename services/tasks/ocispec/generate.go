@@ -2,11 +2,11 @@
 // its image config and Docker-style run options, the way Docker does.
 //
 // It reads nothing but the container's /etc/passwd and /etc/group under the
-// rootfs it is given, and of the host: the kernel's version and last
-// capability (for the seccomp profile and --privileged), the devices in
-// /dev (for --privileged and --device), the number of CPUs and whether the
-// memory cgroup limits swap. Everything the runtime or the caller must do on disk is
-// left to them: creating process.cwd when it is missing (Docker's `-w`
+// rootfs it is given and, of the host, what Docker's rules depend on: the
+// kernel version (seccomp profile), this process's capability bounding set
+// (--privileged, --cap-add ALL), the devices in /dev (--privileged,
+// --device), the number of CPUs and whether the memory cgroup limits swap.
+// Everything the runtime or the caller must do on disk is left to them: creating process.cwd when it is missing (Docker's `-w`
 // creates it), writing the per-container hosts, hostname and resolv.conf
 // files, and checking that bind sources exist.
 package ocispec
