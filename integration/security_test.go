@@ -2,6 +2,7 @@ package integration
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -57,13 +58,38 @@ func runDetached(t *testing.T, d *daemon, ids *[]string, args ...string) string 
 	return id
 }
 
-// removeChecked removes the container and checks that its cgroups went.
-func removeChecked(t *testing.T, d *daemon, id string) {
+// removeChecked removes the container (a name or id) and checks that its
+// cgroups went.
+func removeChecked(t *testing.T, d *daemon, container string) {
 	t.Helper()
+	id := strings.TrimSpace(d.must("inspect", "-f", "{{.Id}}", container))
 	d.must("rm", "-f", id)
 	if dirs := cgroupDirs(t, id); len(dirs) > 0 {
 		t.Errorf("cgroups of %s left after rm: %v", id[:12], dirs)
 	}
+}
+
+// runNamed runs an attached container named name with args and remembers
+// its id for watchCgroups; the caller removes it with removeChecked.
+func runNamed(t *testing.T, d *daemon, ids *[]string, name string, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	stdout, stderr, code = d.berth(append([]string{"run", "--name", name}, args...)...)
+	if id, _, c := d.berth("inspect", "-f", "{{.Id}}", name); c == 0 {
+		*ids = append(*ids, strings.TrimSpace(id))
+	} else {
+		t.Fatalf("berth run %v made no container (exit %d, stderr %q)", args, code, stderr)
+	}
+	return stdout, stderr, code
+}
+
+// runOnce is `run --rm` that also checks that the container's cgroups go
+// with it.
+func runOnce(t *testing.T, d *daemon, ids *[]string, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	name := fmt.Sprintf("once-%d", len(*ids))
+	stdout, stderr, code = runNamed(t, d, ids, name, args...)
+	removeChecked(t, d, name)
+	return stdout, stderr, code
 }
 
 func readCgroupFile(t *testing.T, id, controller, file string) string {
@@ -166,36 +192,34 @@ func TestMemoryBombKilled(t *testing.T) {
 	needCgroupV1(t)
 	d := containerDaemon(t)
 	ids := watchCgroups(t, d)
-	t.Cleanup(func() { d.berth("rm", "-f", "bomb") })
 	// The string doubles until the 32 MB limit (no swap) is hit.
-	_, errOut, code := d.berth("run", "--name", "bomb", "--memory", "32m", "--memory-swap", "32m", "busybox",
+	_, errOut, code := runNamed(t, d, ids, "bomb", "--memory", "32m", "--memory-swap", "32m", "busybox",
 		"sh", "-c", "x=0123456789abcdef; while :; do x=$x$x; done")
 	if code != 137 {
 		t.Fatalf("memory bomb under --memory 32m: exit %d, want 137 (killed); stderr %q", code, errOut)
 	}
-	id := strings.TrimSpace(d.must("inspect", "-f", "{{.Id}}", "bomb"))
-	*ids = append(*ids, id)
-	removeChecked(t, d, id)
+	removeChecked(t, d, "bomb")
 }
 
 func TestSeccompAndPrivileged(t *testing.T) {
 	d := containerDaemon(t)
+	ids := watchCgroups(t, d)
 	// Default: Docker's seccomp profile is on and refuses unshare(2) and
 	// mount(2) without CAP_SYS_ADMIN.
-	out, errOut, code := d.berth("run", "--rm", "busybox", "sh", "-c",
+	out, errOut, code := runOnce(t, d, ids, "busybox", "sh", "-c",
 		"grep ^Seccomp: /proc/self/status; unshare -U true && echo unshared; mount -t tmpfs none /tmp && echo mounted; true")
 	if code != 0 || !strings.Contains(out, "Seccomp:\t2") || strings.Contains(out, "unshared") || strings.Contains(out, "mounted") {
 		t.Errorf("default confinement: exit %d\nstdout: %s\nstderr: %s", code, out, errOut)
 	}
 	// seccomp=unconfined lifts the filter: a user namespace needs no
 	// capability, only the filter stopped it.
-	out, errOut, code = d.berth("run", "--rm", "--security-opt", "seccomp=unconfined", "busybox", "sh", "-c",
+	out, errOut, code = runOnce(t, d, ids, "--security-opt", "seccomp=unconfined", "busybox", "sh", "-c",
 		"grep ^Seccomp: /proc/self/status; unshare -U true && echo unshared")
 	if code != 0 || !strings.Contains(out, "Seccomp:\t0") || !strings.Contains(out, "unshared") {
 		t.Errorf("seccomp=unconfined: exit %d\nstdout: %s\nstderr: %s", code, out, errOut)
 	}
 	// --privileged: every capability, no filter, writable /sys, host devices.
-	out, errOut, code = d.berth("run", "--rm", "--privileged", "busybox", "sh", "-c",
+	out, errOut, code = runOnce(t, d, ids, "--privileged", "busybox", "sh", "-c",
 		"grep ^Seccomp: /proc/self/status; unshare -U true && echo unshared; mount -t tmpfs none /tmp && echo mounted; grep ' /sys sysfs rw' /proc/mounts >/dev/null && echo sysrw; test -e /dev/kmsg && echo kmsg")
 	for _, want := range []string{"Seccomp:\t0", "unshared", "mounted", "sysrw", "kmsg"} {
 		if code != 0 || !strings.Contains(out, want) {
@@ -203,11 +227,11 @@ func TestSeccompAndPrivileged(t *testing.T) {
 		}
 	}
 	// no-new-privileges sets the bit.
-	out, _, code = d.berth("run", "--rm", "--security-opt", "no-new-privileges", "busybox", "grep", "^NoNewPrivs:", "/proc/self/status")
+	out, _, code = runOnce(t, d, ids, "--security-opt", "no-new-privileges", "busybox", "grep", "^NoNewPrivs:", "/proc/self/status")
 	if code != 0 || out != "NoNewPrivs:\t1\n" {
 		t.Errorf("--security-opt no-new-privileges: exit %d, %q", code, out)
 	}
-	out, _, code = d.berth("run", "--rm", "--security-opt", "no-new-privileges:false", "busybox", "grep", "^NoNewPrivs:", "/proc/self/status")
+	out, _, code = runOnce(t, d, ids, "--security-opt", "no-new-privileges:false", "busybox", "grep", "^NoNewPrivs:", "/proc/self/status")
 	if code != 0 || out != "NoNewPrivs:\t0\n" {
 		t.Errorf("--security-opt no-new-privileges:false: exit %d, %q", code, out)
 	}
@@ -215,6 +239,7 @@ func TestSeccompAndPrivileged(t *testing.T) {
 
 func TestCustomSeccompProfile(t *testing.T) {
 	d := containerDaemon(t)
+	ids := watchCgroups(t, d)
 	profile := filepath.Join(t.TempDir(), "no-mkdir.json")
 	if err := os.WriteFile(profile, []byte(`{
   "defaultAction": "SCMP_ACT_ALLOW",
@@ -222,7 +247,7 @@ func TestCustomSeccompProfile(t *testing.T) {
 }`), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	out, errOut, code := d.berth("run", "--name", "nomkdir", "--security-opt", "seccomp="+profile, "busybox", "sh", "-c",
+	out, errOut, code := runNamed(t, d, ids, "nomkdir", "--security-opt", "seccomp="+profile, "busybox", "sh", "-c",
 		"touch /tmp/file && echo touched; mkdir /tmp/dir && echo made")
 	if code == 0 || !strings.Contains(out, "touched") || strings.Contains(out, "made") || !strings.Contains(errOut, "mkdir") {
 		t.Errorf("profile blocking mkdir: exit %d\nstdout: %s\nstderr: %s", code, out, errOut)
@@ -230,24 +255,25 @@ func TestCustomSeccompProfile(t *testing.T) {
 	if out := d.must("inspect", "-f", "{{json .HostConfig.SecurityOpt}}", "nomkdir"); !strings.Contains(out, `seccomp={\"defaultAction\":\"SCMP_ACT_ALLOW\"`) {
 		t.Errorf("inspect SecurityOpt: %s", out)
 	}
-	d.must("rm", "nomkdir")
+	removeChecked(t, d, "nomkdir")
 	// Without the profile mkdir works.
-	if out, errOut, code := d.berth("run", "--rm", "busybox", "mkdir", "/tmp/dir"); code != 0 {
+	if out, errOut, code := runOnce(t, d, ids, "busybox", "mkdir", "/tmp/dir"); code != 0 {
 		t.Errorf("mkdir under the default profile: exit %d, %s %s", code, out, errOut)
 	}
 }
 
 func TestCapabilities(t *testing.T) {
 	d := containerDaemon(t)
-	if _, errOut, code := d.berth("run", "--rm", "busybox", "chown", "1", "/tmp"); code != 0 {
+	ids := watchCgroups(t, d)
+	if _, errOut, code := runOnce(t, d, ids, "busybox", "chown", "1", "/tmp"); code != 0 {
 		t.Errorf("chown with the default capabilities: exit %d, %s", code, errOut)
 	}
-	_, errOut, code := d.berth("run", "--rm", "--cap-drop", "ALL", "busybox", "chown", "1", "/tmp")
+	_, errOut, code := runOnce(t, d, ids, "--cap-drop", "ALL", "busybox", "chown", "1", "/tmp")
 	if code == 0 || !strings.Contains(errOut, "Operation not permitted") {
 		t.Errorf("chown with --cap-drop ALL: exit %d, stderr %q", code, errOut)
 	}
 	// Names are case-insensitive, with or without CAP_.
-	out, errOut, code := d.berth("run", "--name", "caps", "--cap-drop", "all", "--cap-add", "chown", "--cap-add", "CAP_NET_BIND_SERVICE",
+	out, errOut, code := runNamed(t, d, ids, "caps", "--cap-drop", "all", "--cap-add", "chown", "--cap-add", "CAP_NET_BIND_SERVICE",
 		"busybox", "sh", "-c", "chown 1 /tmp && grep ^CapEff: /proc/self/status")
 	// CAP_CHOWN is bit 0, CAP_NET_BIND_SERVICE bit 10.
 	if code != 0 || out != "CapEff:\t0000000000000401\n" {
@@ -256,16 +282,17 @@ func TestCapabilities(t *testing.T) {
 	if out := d.must("inspect", "-f", "{{json .HostConfig.CapAdd}} {{json .HostConfig.CapDrop}} {{.HostConfig.Privileged}}", "caps"); out != `["CAP_CHOWN","CAP_NET_BIND_SERVICE"] ["ALL"] false`+"\n" {
 		t.Errorf("inspect CapAdd CapDrop Privileged: %s", out)
 	}
-	d.must("rm", "caps")
+	removeChecked(t, d, "caps")
 	// --cap-add SYS_ADMIN also opens the seccomp profile's mount rule.
-	if out, errOut, code := d.berth("run", "--rm", "--cap-add", "SYS_ADMIN", "busybox", "sh", "-c", "mount -t tmpfs none /tmp && echo mounted"); code != 0 || out != "mounted\n" {
+	if out, errOut, code := runOnce(t, d, ids, "--cap-add", "SYS_ADMIN", "busybox", "sh", "-c", "mount -t tmpfs none /tmp && echo mounted"); code != 0 || out != "mounted\n" {
 		t.Errorf("mount with --cap-add SYS_ADMIN: exit %d, stdout %q, stderr %q", code, out, errOut)
 	}
 }
 
 func TestReadOnlyTmpfsUlimitShm(t *testing.T) {
 	d := containerDaemon(t)
-	out, errOut, code := d.berth("run", "--name", "ro", "--read-only", "--tmpfs", "/run", "--tmpfs", "/scratch:size=1m,mode=1777",
+	ids := watchCgroups(t, d)
+	out, errOut, code := runNamed(t, d, ids, "ro", "--read-only", "--tmpfs", "/run", "--tmpfs", "/scratch:size=1m,mode=1777",
 		"--ulimit", "nofile=1024:2048", "--ulimit", "nproc=500", "--shm-size", "128m", "busybox", "sh", "-c",
 		`touch /x 2>/dev/null && echo rootwritable
 touch /run/x && echo runwritable
@@ -280,7 +307,7 @@ grep -E ' /(scratch|dev/shm) ' /proc/mounts | cut -d' ' -f2,4`)
 	if want := `true {"/run":"","/scratch":"size=1m,mode=1777"} [{"Hard":2048,"Name":"nofile","Soft":1024},{"Hard":500,"Name":"nproc","Soft":500}] 134217728` + "\n"; out != want {
 		t.Errorf("inspect:\n got %s\nwant %s", out, want)
 	}
-	d.must("rm", "ro")
+	removeChecked(t, d, "ro")
 }
 
 // sameLines compares two outputs line by line, ignoring /proc/mounts order
