@@ -283,6 +283,20 @@ func TestCapabilities(t *testing.T) {
 		t.Errorf("inspect CapAdd CapDrop Privileged: %s", out)
 	}
 	removeChecked(t, d, "caps")
+	// --device: the node appears; with permission r the device cgroup
+	// refuses opening it for writing, with rw it lets the open through (an
+	// unbound loop device then has no room).
+	if _, err := os.Stat("/dev/loop7"); err == nil {
+		for perms, wantErr := range map[string]string{"r": "Operation not permitted", "rw": "No space left on device"} {
+			out, errOut, code := runOnce(t, d, ids, "--device", "/dev/loop7:/dev/myloop:"+perms, "busybox", "sh", "-c",
+				"test -b /dev/myloop && echo block; cat /dev/myloop >/dev/null && echo read; echo x > /dev/myloop; true")
+			if code != 0 || out != "block\nread\n" || !strings.Contains(errOut, wantErr) {
+				t.Errorf("--device /dev/loop7:/dev/myloop:%s: exit %d, stdout %q, stderr %q (want %q)", perms, code, out, errOut, wantErr)
+			}
+		}
+	} else {
+		t.Log("no /dev/loop7 on this host: --device not checked")
+	}
 	// --cap-add SYS_ADMIN also opens the seccomp profile's mount rule.
 	if out, errOut, code := runOnce(t, d, ids, "--cap-add", "SYS_ADMIN", "busybox", "sh", "-c", "mount -t tmpfs none /tmp && echo mounted"); code != 0 || out != "mounted\n" {
 		t.Errorf("mount with --cap-add SYS_ADMIN: exit %d, stdout %q, stderr %q", code, out, errOut)
