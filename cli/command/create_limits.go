@@ -170,6 +170,10 @@ func applySecurityOpt(sec *ocispec.Security, opt string) (string, error) {
 		case value == "unconfined":
 			sec.SeccompUnconfined, sec.SeccompProfile = true, nil
 			return "seccomp=unconfined", nil
+		case value == "builtin":
+			// Docker's name for its default profile.
+			sec.SeccompUnconfined, sec.SeccompProfile = false, nil
+			return "seccomp=builtin", nil
 		}
 		data, err := os.ReadFile(value)
 		if err != nil {

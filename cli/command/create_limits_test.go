@@ -99,6 +99,10 @@ func TestSeccompProfileFlag(t *testing.T) {
 	if string(ro.Security.SeccompProfile) != compact || ext.SecurityOpt[0] != "seccomp="+compact {
 		t.Errorf("profile %s, shown %q", ro.Security.SeccompProfile, ext.SecurityOpt)
 	}
+	ro, ext, err = parseLimits(t, "--security-opt", "seccomp=unconfined", "--security-opt", "seccomp=builtin")
+	if err != nil || ro.Security.SeccompUnconfined || ro.Security.SeccompProfile != nil || ext.SecurityOpt[1] != "seccomp=builtin" {
+		t.Errorf("seccomp=builtin after unconfined: %+v, %q, %v", ro.Security, ext.SecurityOpt, err)
+	}
 	bad := filepath.Join(dir, "bad.json")
 	if err := os.WriteFile(bad, []byte("not json"), 0o644); err != nil {
 		t.Fatal(err)
