@@ -40,6 +40,8 @@ type createOptions struct {
 	logOpts    []string
 	// entrypointSet tells --entrypoint "" (no entrypoint) from no flag.
 	entrypointSet bool
+	// limits are --privileged, --cap-add, --memory, ... (create_limits.go).
+	limits limitOptions
 }
 
 func (o *createOptions) addFlags(flags *pflag.FlagSet) {
@@ -55,6 +57,7 @@ func (o *createOptions) addFlags(flags *pflag.FlagSet) {
 	flags.StringVar(&o.network, "network", "", "Connect a container to a network: none or host")
 	flags.BoolVar(&o.autoRemove, "rm", false, "Automatically remove the container when it exits")
 	flags.StringArrayVar(&o.logOpts, "log-opt", nil, "Log driver options (json-file: max-size, max-file)")
+	o.limits.addFlags(flags)
 }
 
 func newCreateCommand(c *CLI) *cobra.Command {
@@ -92,6 +95,14 @@ const createLeaseExpiry = time.Hour
 // failure nothing of it stays.
 func (c *CLI) createContainer(ctx context.Context, cl *client.Client, o createOptions, image string, cmdArgs []string) (_ containers.Container, retErr error) {
 	runOpts, err := o.runOptions(cmdArgs)
+	if err != nil {
+		return containers.Container{}, err
+	}
+	hostExt, err := o.limits.apply(&runOpts)
+	if err != nil {
+		return containers.Container{}, err
+	}
+	hostAny, err := hostExt.any()
 	if err != nil {
 		return containers.Container{}, err
 	}
@@ -161,6 +172,7 @@ func (c *CLI) createContainer(ctx context.Context, cl *client.Client, o createOp
 	if runOpts.Hostname == "" {
 		runOpts.Hostname = id[:12]
 	}
+	runOpts.CgroupsPath = cgroupsPath(id)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return containers.Container{}, fmt.Errorf("creating the folder of the container: %w", err)
 	}
@@ -200,7 +212,7 @@ func (c *CLI) createContainer(ctx context.Context, cl *client.Client, o createOp
 		Spec:        &anypb.Any{TypeUrl: containers.SpecTypeURL, Value: spec},
 		Snapshotter: snapshotter,
 		SnapshotKey: id,
-		Extensions:  map[string]*anypb.Any{stateExtension: {TypeUrl: stateTypeURL, Value: st}},
+		Extensions:  map[string]*anypb.Any{stateExtension: {TypeUrl: stateTypeURL, Value: st}, hostConfigExtension: hostAny},
 	}
 	// A generated name may be taken; Docker retries with a digit added.
 	for retry := 0; ; retry++ {

@@ -56,6 +56,7 @@ type inspectHostConfig struct {
 	NetworkMode string
 	AutoRemove  bool
 	LogConfig   inspectLogConfig
+	inspectLimits
 }
 
 // inspectLogConfig is the log driver and its --log-opt options.
@@ -154,6 +155,7 @@ func newInspectContainer(ctr containers.Container, p *tasksv1.Process, imageID s
 		}
 	}
 	ic.HostConfig.NetworkMode = networkMode(s)
+	ic.HostConfig.inspectLimits = limitsOf(ctr, s)
 	for _, m := range s.Mounts {
 		if m.Type != "bind" || isNetworkFile(m.Destination) {
 			continue

@@ -2,8 +2,11 @@
 // its image config and Docker-style run options, the way Docker does.
 //
 // It reads nothing but the container's /etc/passwd and /etc/group under the
-// rootfs it is given. Everything the runtime or the caller must do on disk is
-// left to them: creating process.cwd when it is missing (Docker's `-w`
+// rootfs it is given and, of the host, what Docker's rules depend on: the
+// kernel version (seccomp profile), this process's capability bounding set
+// (--privileged, --cap-add ALL), the devices in /dev (--privileged,
+// --device), the number of CPUs and whether the memory cgroup limits swap.
+// Everything the runtime or the caller must do on disk is left to them: creating process.cwd when it is missing (Docker's `-w`
 // creates it), writing the per-container hosts, hostname and resolv.conf
 // files, and checking that bind sources exist.
 package ocispec
@@ -93,13 +96,24 @@ type RunOptions struct {
 	HostsPath      string
 	HostnamePath   string
 	ResolvConfPath string
+	// Security holds --privileged, --cap-add, --cap-drop, --security-opt
+	// and --device; its zero value is Docker's defaults, with Docker's
+	// default seccomp profile.
+	Security Security
+	// Resources holds the cgroup limits, --ulimit and --shm-size.
+	Resources Resources
+	// CgroupsPath is the container's cgroup, e.g. /berth/<id> (the runtime
+	// creates it under every controller; empty leaves it to the runtime).
+	CgroupsPath string
 }
 
 // Generate returns the OCI runtime spec of a container made from an image
 // with config img and run options opts. rootfs is a directory holding the
 // container's root filesystem; only its /etc/passwd and /etc/group are read
 // (to resolve the user). The spec's root path is "rootfs", relative to the
-// bundle; pass WithRootPath to change it. extra options are applied last.
+// bundle; pass WithRootPath to change it. extra options are applied last
+// (an extra option that changes the capabilities should also set seccomp,
+// since Docker's default profile depends on them).
 //
 // The caller must honour process.cwd: Docker creates the working directory
 // when it is missing, the runtime does not.
@@ -124,6 +138,13 @@ func Generate(ctx context.Context, img imagespec.ImageConfig, opts RunOptions, r
 		return nil, err
 	}
 	runEnv, err := ResolveEnv(opts.Env, opts.LookupEnv)
+	if err != nil {
+		return nil, err
+	}
+	if err := opts.Resources.Validate(); err != nil {
+		return nil, err
+	}
+	secOpts, err := securityOpts(opts.Security)
 	if err != nil {
 		return nil, err
 	}
@@ -159,6 +180,13 @@ func Generate(ctx context.Context, img imagespec.ImageConfig, opts RunOptions, r
 	if labels := mergeLabels(img.Labels, opts.Labels); len(labels) > 0 {
 		specOpts = append(specOpts, WithAnnotations(labels))
 	}
+	specOpts = append(specOpts, resourceOpts(opts.Resources)...)
+	if opts.CgroupsPath != "" {
+		specOpts = append(specOpts, WithCgroupsPath(opts.CgroupsPath))
+	}
+	// Last: privileged edits the mounts, and the seccomp profile depends
+	// on the capabilities.
+	specOpts = append(specOpts, secOpts...)
 	if err := ApplyOpts(s, append(specOpts, extra...)...); err != nil {
 		return nil, err
 	}

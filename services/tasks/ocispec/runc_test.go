@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -180,4 +181,42 @@ func TestRuncRootHostNetworkReadOnly(t *testing.T) {
 			t.Errorf("output lacks %q:\n%s", want, out)
 		}
 	}
+}
+
+// TestRuncSecurityAndLimits runs specs with Docker's seccomp profile, a
+// dropped capability set, no_new_privs and ulimits, and checks that runc
+// applies them.
+func TestRuncSecurityAndLimits(t *testing.T) {
+	bundle, rootfs := newBundle(t, runcAvailable(t))
+	script := `grep -E '^(Seccomp|CapEff|NoNewPrivs):' /proc/self/status; ulimit -n; ulimit -Hn; ` +
+		`grep ' /dev/shm ' /proc/mounts | grep -o 'size=[0-9]*k'; ` +
+		`/bin/busybox unshare -U true 2>/dev/null && echo unshared; true`
+	img := imagespec.ImageConfig{Cmd: []string{"/bin/busybox", "sh", "-c", script}}
+	out := runSpec(t, bundle, rootfs, img, RunOptions{
+		Hostname: "h",
+		Security: Security{CapDrop: []string{"ALL"}, CapAdd: []string{"KILL"}, NoNewPrivileges: true},
+		Resources: Resources{
+			ShmSize: 8 << 20,
+			Ulimits: []Ulimit{{Name: "nofile", Soft: 512, Hard: 768}},
+		},
+	})
+	// CAP_KILL is bit 5.
+	want := "Seccomp:\t2\nCapEff:\t0000000000000020\nNoNewPrivs:\t1\n512\n768\nsize=8192k\n"
+	if !sameSet(out, want) {
+		t.Errorf("confined container printed:\n%s\nwant:\n%s", out, want)
+	}
+	out = runSpec(t, bundle, rootfs, img, RunOptions{Hostname: "h", Security: Security{SeccompUnconfined: true}})
+	if !strings.Contains(out, "Seccomp:\t0\n") || !strings.Contains(out, "unshared\n") {
+		t.Errorf("unconfined container printed:\n%s", out)
+	}
+}
+
+// sameSet compares outputs as sets of lines (grep prints /proc/self/status
+// lines in the file's order).
+func sameSet(got, want string) bool {
+	g := strings.Split(strings.TrimSpace(got), "\n")
+	w := strings.Split(strings.TrimSpace(want), "\n")
+	slices.Sort(g)
+	slices.Sort(w)
+	return slices.Equal(g, w)
 }
