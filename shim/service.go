@@ -24,6 +24,7 @@ import (
 	"github.com/berth-engine/berth/internal/identifiers"
 	"github.com/berth-engine/berth/internal/mount"
 	shimv1 "github.com/berth-engine/berth/proto/shim/v1"
+	"github.com/berth-engine/berth/shim/cgroup"
 	"github.com/berth-engine/berth/shim/logs"
 	"github.com/berth-engine/berth/shim/reaper"
 	"github.com/berth-engine/berth/shim/runtime"
@@ -88,6 +89,12 @@ type Service struct {
 	log       *logs.Writer
 	mounted   bool
 	unmatched map[int]reaper.Exit
+
+	// cgroup is the init process's cgroup, for metrics and OOM reports;
+	// oomKilled is set once the OOM killer acted in it.
+	cgroup       cgroup.Cgroup
+	stopOOMWatch context.CancelFunc
+	oomKilled    bool
 }
 
 var _ shimv1.TaskService = (*Service)(nil)
@@ -168,7 +175,8 @@ func (s *Service) setExited(p *process, e reaper.Exit) {
 		p.io.wait(ioDrainTimeout)
 	}
 	if p.execID == "" {
-		if err := WriteExit(s.cfg.Bundle, Exit{Pid: uint32(e.Pid), ExitStatus: uint32(e.Status), ExitedAt: e.Timestamp}); err != nil {
+		oom := s.checkOOMKills()
+		if err := WriteExit(s.cfg.Bundle, Exit{Pid: uint32(e.Pid), ExitStatus: uint32(e.Status), ExitedAt: e.Timestamp, OOMKilled: oom}); err != nil {
 			fmt.Fprintf(os.Stderr, "berth-shim %s: %v\n", s.cfg.ID, err)
 		}
 	}
@@ -268,6 +276,7 @@ func (s *Service) create(ctx context.Context, req *shimv1.CreateTaskRequest) (_ 
 		return 0, fmt.Errorf("create %q: %w", req.GetId(), err)
 	}
 	s.init, s.log = p, log
+	s.watchOOM(pid)
 	s.setPid(p, pid)
 	return pid, nil
 }
@@ -390,6 +399,7 @@ func (s *Service) delete(ctx context.Context, req *shimv1.DeleteRequest) (*shimv
 		}
 	}
 	os.Remove(filepath.Join(s.cfg.Bundle, initPidFile))
+	s.forgetCgroup()
 	s.init, s.execs, s.log = nil, make(map[string]*process), nil
 	return deleteResponse(p), nil
 }
@@ -588,6 +598,7 @@ func (s *Service) State(ctx context.Context, req *shimv1.StateRequest) (*shimv1.
 	resp := &shimv1.StateResponse{
 		Id: s.cfg.ID, ExecId: p.execID, Bundle: s.cfg.Bundle, Pid: uint32(p.pid), Status: p.status,
 		Stdin: p.stdio.stdin, Stdout: p.stdio.stdout, Stderr: p.stdio.stderr, Terminal: p.stdio.terminal,
+		OomKilled: p.execID == "" && s.oomKilled,
 	}
 	if p.hasExited() {
 		resp.ExitStatus = uint32(p.exitStatus)
@@ -611,7 +622,7 @@ func (s *Service) Wait(ctx context.Context, req *shimv1.WaitRequest) (*shimv1.Wa
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return &shimv1.WaitResponse{ExitStatus: uint32(p.exitStatus), ExitedAt: timestamppb.New(p.exitedAt)}, nil
+	return &shimv1.WaitResponse{ExitStatus: uint32(p.exitStatus), ExitedAt: timestamppb.New(p.exitedAt), OomKilled: p.execID == "" && s.oomKilled}, nil
 }
 
 // Shutdown lets the shim exit once its container is deleted.

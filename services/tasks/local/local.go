@@ -45,6 +45,7 @@ const (
 	TopicStart  = "/tasks/start"
 	TopicExit   = "/tasks/exit"
 	TopicDelete = "/tasks/delete"
+	TopicOOM    = "/tasks/oom"
 )
 
 const (
@@ -429,6 +430,9 @@ func (s *Service) watch(t *task, execID string, pid uint32) {
 		defer s.wg.Done()
 		wr, err := svc.Wait(s.ctx, &shimv1.WaitRequest{Id: t.id, ExecId: execID})
 		if err == nil {
+			if wr.GetOomKilled() {
+				s.publish(s.ctx, t.ns, TopicOOM, &eventsv1.TaskOOM{ContainerId: t.id})
+			}
 			s.publish(s.ctx, t.ns, TopicExit, &eventsv1.TaskExit{
 				ContainerId: t.id, Id: execID, Pid: pid, ExitStatus: wr.GetExitStatus(), ExitedAt: wr.GetExitedAt(),
 			})
@@ -643,7 +647,7 @@ func (s *Service) state(ctx context.Context, t *task, execID string) (*tasksv1.P
 			return nil, errdefs.Errorf(errdefs.ErrNotFound, "process %q of task %q not found: the task is stopped", execID, t.id)
 		}
 		return &tasksv1.Process{Id: t.id, Pid: exit.Pid, Status: tasksv1.Status_STATUS_STOPPED,
-			ExitStatus: exit.ExitStatus, ExitedAt: timestamppb.New(exit.ExitedAt)}, nil
+			ExitStatus: exit.ExitStatus, ExitedAt: timestamppb.New(exit.ExitedAt), OomKilled: exit.OOMKilled}, nil
 	}
 	st, err := svc.State(ctx, &shimv1.StateRequest{Id: t.id, ExecId: execID})
 	if err != nil {
@@ -652,7 +656,7 @@ func (s *Service) state(ctx context.Context, t *task, execID string) (*tasksv1.P
 	return &tasksv1.Process{
 		Id: t.id, ExecId: st.GetExecId(), Pid: st.GetPid(), Status: tasksv1.Status(st.GetStatus()),
 		Stdin: st.GetStdin(), Stdout: st.GetStdout(), Stderr: st.GetStderr(), Terminal: st.GetTerminal(),
-		ExitStatus: st.GetExitStatus(), ExitedAt: st.GetExitedAt(),
+		ExitStatus: st.GetExitStatus(), ExitedAt: st.GetExitedAt(), OomKilled: st.GetOomKilled(),
 	}, nil
 }
 
@@ -794,13 +798,13 @@ func (s *Service) Wait(ctx context.Context, req *tasksv1.WaitRequest) (*tasksv1.
 		if exit == nil || req.GetExecId() != "" {
 			return nil, errdefs.Errorf(errdefs.ErrNotFound, "process %q of task %q not found: the task is stopped", req.GetExecId(), t.id)
 		}
-		return &tasksv1.WaitResponse{ExitStatus: exit.ExitStatus, ExitedAt: timestamppb.New(exit.ExitedAt)}, nil
+		return &tasksv1.WaitResponse{ExitStatus: exit.ExitStatus, ExitedAt: timestamppb.New(exit.ExitedAt), OomKilled: exit.OOMKilled}, nil
 	}
 	wr, err := svc.Wait(ctx, &shimv1.WaitRequest{Id: t.id, ExecId: req.GetExecId()})
 	if err != nil {
 		return nil, errdefs.FromGRPC(err)
 	}
-	return &tasksv1.WaitResponse{ExitStatus: wr.GetExitStatus(), ExitedAt: wr.GetExitedAt()}, nil
+	return &tasksv1.WaitResponse{ExitStatus: wr.GetExitStatus(), ExitedAt: wr.GetExitedAt(), OomKilled: wr.GetOomKilled()}, nil
 }
 
 func readPid(path string) (int, error) {
