@@ -243,6 +243,8 @@ func NewRootCommand(c *CLI) *cobra.Command {
 		newRenameCommand(c),
 		newRestartCommand(c),
 		newContainerCommand(c),
+		newStatsCommand(c),
+		newUpdateCommand(c),
 	)
 	// Usage lines name their options themselves ("[OPTIONS]").
 	var disable func(*cobra.Command)
