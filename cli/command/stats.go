@@ -80,7 +80,7 @@ func newStatsCommand(c *CLI) *cobra.Command {
 
 func (c *CLI) runStats(ctx context.Context, cl *client.Client, o statsOptions, args []string) error {
 	// Named containers are resolved once; without names the running (or,
-	// with -a, all) containers are listed again at each redraw.
+	// with -a, all) containers are found again at each redraw.
 	var named []statsTarget
 	for _, arg := range args {
 		ctr, err := resolveContainer(ctx, cl, arg)
@@ -89,35 +89,44 @@ func (c *CLI) runStats(ctx context.Context, cl *client.Client, o statsOptions, a
 		}
 		named = append(named, statsTarget{arg: arg, ctr: ctr})
 	}
-	targets := func() ([]statsTarget, error) {
-		if len(args) > 0 {
-			return named, nil
+	round := func(fixed []statsTarget) ([]statsTarget, map[string]*typesv1.Metrics, error) {
+		if fixed != nil {
+			m, err := sampleStats(ctx, cl, fixed)
+			return fixed, m, err
 		}
-		return listStatsTargets(ctx, cl, o.all)
+		return sampleAll(ctx, cl, o.all)
 	}
-	ts, err := targets()
-	if err != nil {
-		return err
+	var fixed []statsTarget
+	if len(args) > 0 {
+		fixed = named
 	}
-	prev, err := sampleStats(ctx, cl, ts)
+	// Rounds start interval apart, so that each container's two samples
+	// are about interval apart whatever a round takes.
+	next := time.Now()
+	ts, prev, err := round(fixed)
 	if err != nil {
 		return err
 	}
 	interval := statsInterval
 	if o.noStream {
-		interval = statsSnapshotInterval
+		// One look: the second sample is of the same containers.
+		interval, fixed = statsSnapshotInterval, ts
+		if fixed == nil {
+			fixed = []statsTarget{}
+		}
 	}
 	tty := c.Streams.isTerminal(c.Out)
 	for {
+		next = next.Add(interval)
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-time.After(interval):
+		case <-time.After(time.Until(next)):
 		}
-		if ts, err = targets(); err != nil {
-			return err
+		if now := time.Now(); next.Before(now) {
+			next = now // a slow round does not make the next ones hurry
 		}
-		cur, err := sampleStats(ctx, cl, ts)
+		ts, cur, err := round(fixed)
 		if err != nil {
 			return err
 		}
@@ -138,40 +147,35 @@ func (c *CLI) runStats(ctx context.Context, cl *client.Client, o statsOptions, a
 	}
 }
 
-// listStatsTargets returns the running containers, or all with all set,
-// newest first as ps lists them.
-func listStatsTargets(ctx context.Context, cl *client.Client, all bool) ([]statsTarget, error) {
+// sampleAll samples every running task of the namespace in one call and
+// returns the running containers (all containers with all set), newest
+// first as ps lists them, with their samples. A task that cannot be
+// sampled is not running.
+func sampleAll(ctx context.Context, cl *client.Client, all bool) ([]statsTarget, map[string]*typesv1.Metrics, error) {
 	ctrs, err := cl.Containers.List(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("listing containers: %w", err)
+		return nil, nil, fmt.Errorf("listing containers: %w", err)
 	}
-	var running map[string]bool
-	if !all {
-		resp, err := cl.Tasks.List(ctx, &tasksv1.ListTasksRequest{})
-		if err != nil {
-			return nil, fmt.Errorf("listing tasks: %w", err)
-		}
-		running = map[string]bool{}
-		for _, p := range resp.GetTasks() {
-			running[p.GetId()] = isRunning(p)
-		}
+	resp, err := cl.Tasks.Metrics(ctx, &tasksv1.MetricsRequest{})
+	if err != nil {
+		return nil, nil, fmt.Errorf("reading container stats: %w", err)
 	}
+	samples := metricsByID(resp)
 	sortNewestFirst(ctrs)
-	var ts []statsTarget
+	ts := []statsTarget{}
 	for _, ctr := range ctrs {
-		if all || running[ctr.ID] {
+		if _, ok := samples[ctr.ID]; all || ok {
 			ts = append(ts, statsTarget{arg: ctr.ID, ctr: ctr})
 		}
 	}
-	return ts, nil
+	return ts, samples, nil
 }
 
 // sampleStats asks berthd for one sample of each target, in one call that
 // berthd fans out to the shims; a container that is not running has none.
 func sampleStats(ctx context.Context, cl *client.Client, ts []statsTarget) (map[string]*typesv1.Metrics, error) {
-	out := make(map[string]*typesv1.Metrics, len(ts))
 	if len(ts) == 0 {
-		return out, nil
+		return map[string]*typesv1.Metrics{}, nil
 	}
 	ids := make([]string, 0, len(ts))
 	for _, t := range ts {
@@ -181,12 +185,17 @@ func sampleStats(ctx context.Context, cl *client.Client, ts []statsTarget) (map[
 	if err != nil {
 		return nil, fmt.Errorf("reading container stats: %w", err)
 	}
+	return metricsByID(resp), nil
+}
+
+func metricsByID(resp *tasksv1.MetricsResponse) map[string]*typesv1.Metrics {
+	out := make(map[string]*typesv1.Metrics, len(resp.GetMetrics()))
 	for _, m := range resp.GetMetrics() {
 		if m.GetMetrics() != nil {
 			out[m.GetContainerId()] = m.GetMetrics()
 		}
 	}
-	return out, nil
+	return out
 }
 
 // newStatsRow computes Docker's columns from two samples of a container:

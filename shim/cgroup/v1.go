@@ -3,6 +3,7 @@ package cgroup
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 
 	"github.com/containerd/cgroups/v3/cgroup1"
@@ -15,8 +16,27 @@ type v1 struct {
 	cg cgroup1.Cgroup
 }
 
+// statControllers are the v1 controllers stats reads; leaving the others
+// out keeps each sample (and the shim's heap) small.
+var statControllers = []cgroup1.Name{cgroup1.Cpuacct, cgroup1.Memory, cgroup1.Pids, cgroup1.Blkio}
+
+// statHierarchy is cgroup1.Default restricted to statControllers.
+func statHierarchy() ([]cgroup1.Subsystem, error) {
+	all, err := cgroup1.Default()
+	if err != nil {
+		return nil, err
+	}
+	var out []cgroup1.Subsystem
+	for _, s := range all {
+		if slices.Contains(statControllers, s.Name()) {
+			out = append(out, s)
+		}
+	}
+	return out, nil
+}
+
 func loadV1(pid int) (Cgroup, error) {
-	cg, err := cgroup1.Load(cgroup1.PidPath(pid))
+	cg, err := cgroup1.Load(cgroup1.PidPath(pid), cgroup1.WithHierarchy(statHierarchy))
 	if err != nil {
 		return nil, err
 	}
