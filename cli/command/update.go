@@ -208,7 +208,7 @@ func updateContainer(ctx context.Context, cl *client.Client, ctr containers.Cont
 	var paths []string
 	if policy != nil {
 		if policy.Name != containers.RestartNo && stateOf(ctr).AutoRemove {
-			return errdefs.Errorf(errdefs.ErrInvalidArgument, "Cannot update container %s: Restart policy cannot be updated because AutoRemove is enabled for the container", ctr.Name)
+			return errdefs.Errorf(errdefs.ErrInvalidArgument, "cannot update container %s: Restart policy cannot be updated because AutoRemove is enabled for the container", ctr.Name)
 		}
 		if ctr.Labels == nil {
 			ctr.Labels = map[string]string{}
@@ -228,7 +228,7 @@ func updateContainer(ctx context.Context, cl *client.Client, ctr containers.Cont
 			spec.Linux.Resources = &specs.LinuxResources{}
 		}
 		if err := checkSwap(spec.Linux.Resources, res); err != nil {
-			return fmt.Errorf("Cannot update container %s: %w", ctr.Name, err)
+			return fmt.Errorf("cannot update container %s: %w", ctr.Name, err)
 		}
 		mergeResources(spec.Linux.Resources, res)
 		b, err := json.Marshal(spec)
@@ -245,14 +245,14 @@ func updateContainer(ctx context.Context, cl *client.Client, ctr containers.Cont
 				return err
 			}
 			if _, err := cl.Tasks.Update(ctx, &tasksv1.UpdateTaskRequest{ContainerId: ctr.ID, Resources: live}); err != nil {
-				return fmt.Errorf("Cannot update container %s: %w", ctr.Name, err)
+				return fmt.Errorf("cannot update container %s: %w", ctr.Name, err)
 			}
 		}
 		ctr.Spec = &anypb.Any{TypeUrl: containers.SpecTypeURL, Value: b}
 		paths = append(paths, "spec")
 	}
 	if _, err := cl.Containers.Update(ctx, ctr, paths...); err != nil {
-		return fmt.Errorf("Cannot update container %s: %w", ctr.Name, err)
+		return fmt.Errorf("cannot update container %s: %w", ctr.Name, err)
 	}
 	return nil
 }
@@ -315,4 +315,3 @@ func mergeResources(dst, src *specs.LinuxResources) {
 		dst.BlockIO.Weight = b.Weight
 	}
 }
-
