@@ -217,6 +217,19 @@ func TestOOMKilled(t *testing.T) {
 		}
 		break
 	}
+	// The exit follows, after the oom event.
+	for {
+		env, err := stream.Recv()
+		if err != nil {
+			t.Fatalf("no /tasks/exit event after the oom: %v", err)
+		}
+		if env.GetTopic() == "/tasks/oom" {
+			t.Error("a second /tasks/oom event for one OOM kill")
+		}
+		if env.GetTopic() == "/tasks/exit" {
+			break
+		}
+	}
 	p, err := tasksv1.NewTasksClient(conn).Get(ctx, &tasksv1.GetRequest{ContainerId: id})
 	if err != nil {
 		t.Fatal(err)
@@ -225,4 +238,30 @@ func TestOOMKilled(t *testing.T) {
 		t.Errorf("task after OOM: oom_killed %v, exit status %d; want true and 137", p.GetProcess().GetOomKilled(), p.GetProcess().GetExitStatus())
 	}
 	d.must("rm", "-f", "bomb")
+
+	// An OOM kill of a child: the container goes on running, and the event
+	// comes at once, not at the container's exit.
+	id = strings.TrimSpace(d.must("create", "--name", "parent", "busybox", "sh", "-c", `sh -c 'x=a; while :; do x=$x$x; done'; sleep 1000`))
+	d.must("update", "--memory", "32m", "--memory-swap", "32m", "parent")
+	d.must("start", "parent")
+	for {
+		env, err := stream.Recv()
+		if err != nil {
+			t.Fatalf("no /tasks/oom event for a child's OOM kill: %v", err)
+		}
+		if env.GetTopic() == "/tasks/exit" {
+			t.Fatal("the container exited: its init was OOM-killed, not the child")
+		}
+		if env.GetTopic() == "/tasks/oom" {
+			break
+		}
+	}
+	p, err = tasksv1.NewTasksClient(conn).Get(ctx, &tasksv1.GetRequest{ContainerId: id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !p.GetProcess().GetOomKilled() || p.GetProcess().GetStatus() != tasksv1.Status_STATUS_RUNNING {
+		t.Errorf("task after a child's OOM kill: oom_killed %v, status %v; want true and running", p.GetProcess().GetOomKilled(), p.GetProcess().GetStatus())
+	}
+	d.must("rm", "-f", "parent")
 }

@@ -36,8 +36,16 @@ func (s *Service) watchOOM(pid int) {
 
 func (s *Service) setOOMKilled() {
 	s.mu.Lock()
-	s.oomKilled = true
-	s.mu.Unlock()
+	defer s.mu.Unlock()
+	s.addOOMEvent()
+}
+
+// addOOMEvent counts an OOM event and wakes the WaitOOM callers. s.mu is
+// held.
+func (s *Service) addOOMEvent() {
+	s.oomEvents++
+	close(s.oomChanged)
+	s.oomChanged = make(chan struct{})
 }
 
 // checkOOMKills reads the cgroup's OOM kill counter when the init process
@@ -46,12 +54,12 @@ func (s *Service) setOOMKilled() {
 func (s *Service) checkOOMKills() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.cgroup != nil {
+	if s.cgroup != nil && s.oomEvents == 0 {
 		if n, err := s.cgroup.OOMKills(); err == nil && n > 0 {
-			s.oomKilled = true
+			s.addOOMEvent()
 		}
 	}
-	return s.oomKilled
+	return s.oomEvents > 0
 }
 
 // forgetCgroup stops the OOM watch of a deleted task. s.mu is held.
@@ -59,7 +67,7 @@ func (s *Service) forgetCgroup() {
 	if s.stopOOMWatch != nil {
 		s.stopOOMWatch()
 	}
-	s.cgroup, s.stopOOMWatch, s.oomKilled = nil, nil, false
+	s.cgroup, s.stopOOMWatch, s.oomEvents = nil, nil, 0
 }
 
 // running returns the init pid of a running or paused task. s.mu is held.
@@ -110,4 +118,29 @@ func (s *Service) Update(ctx context.Context, req *shimv1.UpdateTaskRequest) (*e
 		return nil, errdefs.ToGRPC(fmt.Errorf("updating task %q: %w", req.GetId(), err))
 	}
 	return &emptypb.Empty{}, nil
+}
+
+// WaitOOM returns the count of OOM events once it differs from the
+// caller's, or once the init process has exited.
+func (s *Service) WaitOOM(ctx context.Context, req *shimv1.WaitOOMRequest) (*shimv1.WaitOOMResponse, error) {
+	for {
+		s.mu.Lock()
+		p, err := s.process(req.GetId(), "")
+		if err != nil {
+			s.mu.Unlock()
+			return nil, errdefs.ToGRPC(err)
+		}
+		// The exit path counts a last OOM kill before it marks the exit.
+		n, changed, exited := s.oomEvents, s.oomChanged, p.hasExited()
+		s.mu.Unlock()
+		if n != req.GetSeen() || exited {
+			return &shimv1.WaitOOMResponse{OomEvents: n, Exited: exited}, nil
+		}
+		select {
+		case <-changed:
+		case <-p.exited:
+		case <-ctx.Done():
+			return nil, errdefs.ToGRPC(ctx.Err())
+		}
+	}
 }

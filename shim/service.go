@@ -91,10 +91,12 @@ type Service struct {
 	unmatched map[int]reaper.Exit
 
 	// cgroup is the init process's cgroup, for metrics and OOM reports;
-	// oomKilled is set once the OOM killer acted in it.
+	// oomEvents counts its OOM events, and oomChanged is closed (and
+	// replaced) when the count grows.
 	cgroup       cgroup.Cgroup
 	stopOOMWatch context.CancelFunc
-	oomKilled    bool
+	oomEvents    uint64
+	oomChanged   chan struct{}
 }
 
 var _ shimv1.TaskService = (*Service)(nil)
@@ -110,7 +112,8 @@ func NewService(cfg Config, r *reaper.Reaper, shutdown func()) *Service {
 		reaper:    r,
 		shutdown:  shutdown,
 		execs:     make(map[string]*process),
-		unmatched: make(map[int]reaper.Exit),
+		unmatched:  make(map[int]reaper.Exit),
+		oomChanged: make(chan struct{}),
 	}
 	go s.handleExits(r.Subscribe())
 	return s
@@ -598,7 +601,7 @@ func (s *Service) State(ctx context.Context, req *shimv1.StateRequest) (*shimv1.
 	resp := &shimv1.StateResponse{
 		Id: s.cfg.ID, ExecId: p.execID, Bundle: s.cfg.Bundle, Pid: uint32(p.pid), Status: p.status,
 		Stdin: p.stdio.stdin, Stdout: p.stdio.stdout, Stderr: p.stdio.stderr, Terminal: p.stdio.terminal,
-		OomKilled: p.execID == "" && s.oomKilled,
+		OomKilled: p.execID == "" && s.oomEvents > 0,
 	}
 	if p.hasExited() {
 		resp.ExitStatus = uint32(p.exitStatus)
@@ -622,7 +625,7 @@ func (s *Service) Wait(ctx context.Context, req *shimv1.WaitRequest) (*shimv1.Wa
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return &shimv1.WaitResponse{ExitStatus: uint32(p.exitStatus), ExitedAt: timestamppb.New(p.exitedAt), OomKilled: p.execID == "" && s.oomKilled}, nil
+	return &shimv1.WaitResponse{ExitStatus: uint32(p.exitStatus), ExitedAt: timestamppb.New(p.exitedAt), OomKilled: p.execID == "" && s.oomEvents > 0}, nil
 }
 
 // Shutdown lets the shim exit once its container is deleted.

@@ -1511,6 +1511,114 @@ func (x *UpdateTaskRequest) GetResources() []byte {
 	return nil
 }
 
+type WaitOOMRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// seen is the count of OOM events the caller knows of.
+	Seen          uint64 `protobuf:"varint,2,opt,name=seen,proto3" json:"seen,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WaitOOMRequest) Reset() {
+	*x = WaitOOMRequest{}
+	mi := &file_shim_v1_shim_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WaitOOMRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WaitOOMRequest) ProtoMessage() {}
+
+func (x *WaitOOMRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_shim_v1_shim_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WaitOOMRequest.ProtoReflect.Descriptor instead.
+func (*WaitOOMRequest) Descriptor() ([]byte, []int) {
+	return file_shim_v1_shim_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *WaitOOMRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *WaitOOMRequest) GetSeen() uint64 {
+	if x != nil {
+		return x.Seen
+	}
+	return 0
+}
+
+type WaitOOMResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// oom_events counts the OOM events of the container's memory cgroup
+	// since the task was created.
+	OomEvents uint64 `protobuf:"varint,1,opt,name=oom_events,json=oomEvents,proto3" json:"oom_events,omitempty"`
+	// exited is set once the init process has exited: no more events come.
+	Exited        bool `protobuf:"varint,2,opt,name=exited,proto3" json:"exited,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WaitOOMResponse) Reset() {
+	*x = WaitOOMResponse{}
+	mi := &file_shim_v1_shim_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WaitOOMResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WaitOOMResponse) ProtoMessage() {}
+
+func (x *WaitOOMResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_shim_v1_shim_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WaitOOMResponse.ProtoReflect.Descriptor instead.
+func (*WaitOOMResponse) Descriptor() ([]byte, []int) {
+	return file_shim_v1_shim_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *WaitOOMResponse) GetOomEvents() uint64 {
+	if x != nil {
+		return x.OomEvents
+	}
+	return 0
+}
+
+func (x *WaitOOMResponse) GetExited() bool {
+	if x != nil {
+		return x.Exited
+	}
+	return false
+}
+
 var File_shim_v1_shim_proto protoreflect.FileDescriptor
 
 const file_shim_v1_shim_proto_rawDesc = "" +
@@ -1614,13 +1722,20 @@ const file_shim_v1_shim_proto_rawDesc = "" +
 	"\ametrics\x18\x01 \x01(\v2\x17.berth.types.v1.MetricsR\ametrics\"A\n" +
 	"\x11UpdateTaskRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1c\n" +
-	"\tresources\x18\x02 \x01(\fR\tresources*o\n" +
+	"\tresources\x18\x02 \x01(\fR\tresources\"4\n" +
+	"\x0eWaitOOMRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
+	"\x04seen\x18\x02 \x01(\x04R\x04seen\"H\n" +
+	"\x0fWaitOOMResponse\x12\x1d\n" +
+	"\n" +
+	"oom_events\x18\x01 \x01(\x04R\toomEvents\x12\x16\n" +
+	"\x06exited\x18\x02 \x01(\bR\x06exited*o\n" +
 	"\x06Status\x12\x16\n" +
 	"\x12STATUS_UNSPECIFIED\x10\x00\x12\x12\n" +
 	"\x0eSTATUS_CREATED\x10\x01\x12\x12\n" +
 	"\x0eSTATUS_RUNNING\x10\x02\x12\x12\n" +
 	"\x0eSTATUS_STOPPED\x10\x03\x12\x11\n" +
-	"\rSTATUS_PAUSED\x10\x042\xfd\a\n" +
+	"\rSTATUS_PAUSED\x10\x042\xc7\b\n" +
 	"\x04Task\x12M\n" +
 	"\x06Create\x12 .berth.shim.v1.CreateTaskRequest\x1a!.berth.shim.v1.CreateTaskResponse\x12B\n" +
 	"\x05Start\x12\x1b.berth.shim.v1.StartRequest\x1a\x1c.berth.shim.v1.StartResponse\x12E\n" +
@@ -1636,7 +1751,8 @@ const file_shim_v1_shim_proto_rawDesc = "" +
 	"\x04Wait\x12\x1a.berth.shim.v1.WaitRequest\x1a\x1b.berth.shim.v1.WaitResponse\x12B\n" +
 	"\bShutdown\x12\x1e.berth.shim.v1.ShutdownRequest\x1a\x16.google.protobuf.Empty\x12H\n" +
 	"\aMetrics\x12\x1d.berth.shim.v1.MetricsRequest\x1a\x1e.berth.shim.v1.MetricsResponse\x12B\n" +
-	"\x06Update\x12 .berth.shim.v1.UpdateTaskRequest\x1a\x16.google.protobuf.EmptyB4Z2github.com/berth-engine/berth/proto/shim/v1;shimv1b\x06proto3"
+	"\x06Update\x12 .berth.shim.v1.UpdateTaskRequest\x1a\x16.google.protobuf.Empty\x12H\n" +
+	"\aWaitOOM\x12\x1d.berth.shim.v1.WaitOOMRequest\x1a\x1e.berth.shim.v1.WaitOOMResponseB4Z2github.com/berth-engine/berth/proto/shim/v1;shimv1b\x06proto3"
 
 var (
 	file_shim_v1_shim_proto_rawDescOnce sync.Once
@@ -1651,7 +1767,7 @@ func file_shim_v1_shim_proto_rawDescGZIP() []byte {
 }
 
 var file_shim_v1_shim_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_shim_v1_shim_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
+var file_shim_v1_shim_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
 var file_shim_v1_shim_proto_goTypes = []any{
 	(Status)(0),                   // 0: berth.shim.v1.Status
 	(*Log)(nil),                   // 1: berth.shim.v1.Log
@@ -1678,20 +1794,22 @@ var file_shim_v1_shim_proto_goTypes = []any{
 	(*MetricsRequest)(nil),        // 22: berth.shim.v1.MetricsRequest
 	(*MetricsResponse)(nil),       // 23: berth.shim.v1.MetricsResponse
 	(*UpdateTaskRequest)(nil),     // 24: berth.shim.v1.UpdateTaskRequest
-	(*v1.Mount)(nil),              // 25: berth.types.v1.Mount
-	(*timestamppb.Timestamp)(nil), // 26: google.protobuf.Timestamp
-	(*v1.Metrics)(nil),            // 27: berth.types.v1.Metrics
-	(*emptypb.Empty)(nil),         // 28: google.protobuf.Empty
+	(*WaitOOMRequest)(nil),        // 25: berth.shim.v1.WaitOOMRequest
+	(*WaitOOMResponse)(nil),       // 26: berth.shim.v1.WaitOOMResponse
+	(*v1.Mount)(nil),              // 27: berth.types.v1.Mount
+	(*timestamppb.Timestamp)(nil), // 28: google.protobuf.Timestamp
+	(*v1.Metrics)(nil),            // 29: berth.types.v1.Metrics
+	(*emptypb.Empty)(nil),         // 30: google.protobuf.Empty
 }
 var file_shim_v1_shim_proto_depIdxs = []int32{
-	25, // 0: berth.shim.v1.CreateTaskRequest.rootfs:type_name -> berth.types.v1.Mount
+	27, // 0: berth.shim.v1.CreateTaskRequest.rootfs:type_name -> berth.types.v1.Mount
 	1,  // 1: berth.shim.v1.CreateTaskRequest.log:type_name -> berth.shim.v1.Log
-	26, // 2: berth.shim.v1.DeleteResponse.exited_at:type_name -> google.protobuf.Timestamp
+	28, // 2: berth.shim.v1.DeleteResponse.exited_at:type_name -> google.protobuf.Timestamp
 	13, // 3: berth.shim.v1.PidsResponse.processes:type_name -> berth.shim.v1.ProcessInfo
 	0,  // 4: berth.shim.v1.StateResponse.status:type_name -> berth.shim.v1.Status
-	26, // 5: berth.shim.v1.StateResponse.exited_at:type_name -> google.protobuf.Timestamp
-	26, // 6: berth.shim.v1.WaitResponse.exited_at:type_name -> google.protobuf.Timestamp
-	27, // 7: berth.shim.v1.MetricsResponse.metrics:type_name -> berth.types.v1.Metrics
+	28, // 5: berth.shim.v1.StateResponse.exited_at:type_name -> google.protobuf.Timestamp
+	28, // 6: berth.shim.v1.WaitResponse.exited_at:type_name -> google.protobuf.Timestamp
+	29, // 7: berth.shim.v1.MetricsResponse.metrics:type_name -> berth.types.v1.Metrics
 	2,  // 8: berth.shim.v1.Task.Create:input_type -> berth.shim.v1.CreateTaskRequest
 	4,  // 9: berth.shim.v1.Task.Start:input_type -> berth.shim.v1.StartRequest
 	6,  // 10: berth.shim.v1.Task.Delete:input_type -> berth.shim.v1.DeleteRequest
@@ -1707,23 +1825,25 @@ var file_shim_v1_shim_proto_depIdxs = []int32{
 	21, // 20: berth.shim.v1.Task.Shutdown:input_type -> berth.shim.v1.ShutdownRequest
 	22, // 21: berth.shim.v1.Task.Metrics:input_type -> berth.shim.v1.MetricsRequest
 	24, // 22: berth.shim.v1.Task.Update:input_type -> berth.shim.v1.UpdateTaskRequest
-	3,  // 23: berth.shim.v1.Task.Create:output_type -> berth.shim.v1.CreateTaskResponse
-	5,  // 24: berth.shim.v1.Task.Start:output_type -> berth.shim.v1.StartResponse
-	7,  // 25: berth.shim.v1.Task.Delete:output_type -> berth.shim.v1.DeleteResponse
-	28, // 26: berth.shim.v1.Task.Exec:output_type -> google.protobuf.Empty
-	28, // 27: berth.shim.v1.Task.ResizePty:output_type -> google.protobuf.Empty
-	28, // 28: berth.shim.v1.Task.CloseIO:output_type -> google.protobuf.Empty
-	28, // 29: berth.shim.v1.Task.Kill:output_type -> google.protobuf.Empty
-	14, // 30: berth.shim.v1.Task.Pids:output_type -> berth.shim.v1.PidsResponse
-	28, // 31: berth.shim.v1.Task.Pause:output_type -> google.protobuf.Empty
-	28, // 32: berth.shim.v1.Task.Resume:output_type -> google.protobuf.Empty
-	18, // 33: berth.shim.v1.Task.State:output_type -> berth.shim.v1.StateResponse
-	20, // 34: berth.shim.v1.Task.Wait:output_type -> berth.shim.v1.WaitResponse
-	28, // 35: berth.shim.v1.Task.Shutdown:output_type -> google.protobuf.Empty
-	23, // 36: berth.shim.v1.Task.Metrics:output_type -> berth.shim.v1.MetricsResponse
-	28, // 37: berth.shim.v1.Task.Update:output_type -> google.protobuf.Empty
-	23, // [23:38] is the sub-list for method output_type
-	8,  // [8:23] is the sub-list for method input_type
+	25, // 23: berth.shim.v1.Task.WaitOOM:input_type -> berth.shim.v1.WaitOOMRequest
+	3,  // 24: berth.shim.v1.Task.Create:output_type -> berth.shim.v1.CreateTaskResponse
+	5,  // 25: berth.shim.v1.Task.Start:output_type -> berth.shim.v1.StartResponse
+	7,  // 26: berth.shim.v1.Task.Delete:output_type -> berth.shim.v1.DeleteResponse
+	30, // 27: berth.shim.v1.Task.Exec:output_type -> google.protobuf.Empty
+	30, // 28: berth.shim.v1.Task.ResizePty:output_type -> google.protobuf.Empty
+	30, // 29: berth.shim.v1.Task.CloseIO:output_type -> google.protobuf.Empty
+	30, // 30: berth.shim.v1.Task.Kill:output_type -> google.protobuf.Empty
+	14, // 31: berth.shim.v1.Task.Pids:output_type -> berth.shim.v1.PidsResponse
+	30, // 32: berth.shim.v1.Task.Pause:output_type -> google.protobuf.Empty
+	30, // 33: berth.shim.v1.Task.Resume:output_type -> google.protobuf.Empty
+	18, // 34: berth.shim.v1.Task.State:output_type -> berth.shim.v1.StateResponse
+	20, // 35: berth.shim.v1.Task.Wait:output_type -> berth.shim.v1.WaitResponse
+	30, // 36: berth.shim.v1.Task.Shutdown:output_type -> google.protobuf.Empty
+	23, // 37: berth.shim.v1.Task.Metrics:output_type -> berth.shim.v1.MetricsResponse
+	30, // 38: berth.shim.v1.Task.Update:output_type -> google.protobuf.Empty
+	26, // 39: berth.shim.v1.Task.WaitOOM:output_type -> berth.shim.v1.WaitOOMResponse
+	24, // [24:40] is the sub-list for method output_type
+	8,  // [8:24] is the sub-list for method input_type
 	8,  // [8:8] is the sub-list for extension type_name
 	8,  // [8:8] is the sub-list for extension extendee
 	0,  // [0:8] is the sub-list for field type_name
@@ -1740,7 +1860,7 @@ func file_shim_v1_shim_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_shim_v1_shim_proto_rawDesc), len(file_shim_v1_shim_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   24,
+			NumMessages:   26,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -24,6 +24,7 @@ type TaskService interface {
 	Shutdown(context.Context, *ShutdownRequest) (*emptypb.Empty, error)
 	Metrics(context.Context, *MetricsRequest) (*MetricsResponse, error)
 	Update(context.Context, *UpdateTaskRequest) (*emptypb.Empty, error)
+	WaitOOM(context.Context, *WaitOOMRequest) (*WaitOOMResponse, error)
 }
 
 func RegisterTaskService(srv *ttrpc.Server, svc TaskService) {
@@ -133,6 +134,13 @@ func RegisterTaskService(srv *ttrpc.Server, svc TaskService) {
 					return nil, err
 				}
 				return svc.Update(ctx, &req)
+			},
+			"WaitOOM": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req WaitOOMRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.WaitOOM(ctx, &req)
 			},
 		},
 	})
@@ -263,6 +271,14 @@ func (c *taskClient) Metrics(ctx context.Context, req *MetricsRequest) (*Metrics
 func (c *taskClient) Update(ctx context.Context, req *UpdateTaskRequest) (*emptypb.Empty, error) {
 	var resp emptypb.Empty
 	if err := c.client.Call(ctx, "berth.shim.v1.Task", "Update", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *taskClient) WaitOOM(ctx context.Context, req *WaitOOMRequest) (*WaitOOMResponse, error) {
+	var resp WaitOOMResponse
+	if err := c.client.Call(ctx, "berth.shim.v1.Task", "WaitOOM", req, &resp); err != nil {
 		return nil, err
 	}
 	return &resp, nil

@@ -107,6 +107,8 @@ type task struct {
 	// deleting is set while Delete runs, so that the exit watcher does
 	// not take the shim's going for a death.
 	deleting bool
+	// oomPublished counts the /tasks/oom events published for the task.
+	oomPublished uint64
 }
 
 // New returns the tasks service and reconnects to the shims of the tasks
@@ -300,6 +302,7 @@ func (s *Service) Create(ctx context.Context, req *tasksv1.CreateTaskRequest) (_
 	}
 	t.pid = cr.GetPid()
 	s.watch(t, "", t.pid)
+	s.watchOOM(t, false)
 	s.publish(ctx, ns, TopicCreate, &eventsv1.TaskCreate{ContainerId: id, Bundle: t.bundle, Pid: cr.GetPid()})
 	return &tasksv1.CreateTaskResponse{ContainerId: id, Pid: cr.GetPid()}, nil
 }
@@ -430,8 +433,8 @@ func (s *Service) watch(t *task, execID string, pid uint32) {
 		defer s.wg.Done()
 		wr, err := svc.Wait(s.ctx, &shimv1.WaitRequest{Id: t.id, ExecId: execID})
 		if err == nil {
-			if wr.GetOomKilled() {
-				s.publish(s.ctx, t.ns, TopicOOM, &eventsv1.TaskOOM{ContainerId: t.id})
+			if wr.GetOomKilled() && execID == "" {
+				s.publishOOM(t, 0)
 			}
 			s.publish(s.ctx, t.ns, TopicExit, &eventsv1.TaskExit{
 				ContainerId: t.id, Id: execID, Pid: pid, ExitStatus: wr.GetExitStatus(), ExitedAt: wr.GetExitedAt(),
@@ -498,6 +501,7 @@ func (s *Service) recover(ctx context.Context) error {
 			s.mu.Unlock()
 			if s.reconnect(ctx, t) {
 				s.watch(t, "", t.pid)
+				s.watchOOM(t, true)
 				continue
 			}
 			s.reapDeadShim(ctx, t)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/berth-engine/berth/internal/errdefs"
 	"github.com/berth-engine/berth/internal/namespaces"
+	eventsv1 "github.com/berth-engine/berth/proto/events/v1"
 	shimv1 "github.com/berth-engine/berth/proto/shim/v1"
 	tasksv1 "github.com/berth-engine/berth/proto/tasks/v1"
 )
@@ -78,4 +79,53 @@ func (s *Service) Update(ctx context.Context, req *tasksv1.UpdateTaskRequest) (*
 		return nil, errdefs.FromGRPC(err)
 	}
 	return &emptypb.Empty{}, nil
+}
+
+// watchOOM long-polls the shim's WaitOOM and publishes /tasks/oom for each
+// OOM event as it happens, until the init process exits. After a berthd
+// restart (baseline), the events counted before are not published again
+// here; the exit publishes one if none was.
+func (s *Service) watchOOM(t *task, baseline bool) {
+	s.mu.Lock()
+	svc := t.shim
+	s.mu.Unlock()
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		var seen uint64
+		for {
+			r, err := svc.WaitOOM(s.ctx, &shimv1.WaitOOMRequest{Id: t.id, Seen: seen})
+			if err != nil {
+				return // the shim is gone, or berthd stops; the exit watcher takes over
+			}
+			n := r.GetOomEvents()
+			if baseline {
+				baseline = false
+			} else if n > seen {
+				s.publishOOM(t, n)
+			}
+			seen = n
+			if r.GetExited() {
+				return
+			}
+		}
+	}()
+}
+
+// publishOOM publishes /tasks/oom when the shim's OOM event count n grows
+// past what was published; n == 0 (from the exit, which knows only that
+// the OOM killer acted) publishes one only when none was.
+func (s *Service) publishOOM(t *task, n uint64) {
+	s.mu.Lock()
+	publish := (n == 0 && t.oomPublished == 0) || n > t.oomPublished
+	if n == 0 {
+		n = 1
+	}
+	if n > t.oomPublished {
+		t.oomPublished = n
+	}
+	s.mu.Unlock()
+	if publish {
+		s.publish(s.ctx, t.ns, TopicOOM, &eventsv1.TaskOOM{ContainerId: t.id})
+	}
 }
