@@ -107,11 +107,11 @@ func NewService(cfg Config, r *reaper.Reaper, shutdown func()) *Service {
 	rt := *cfg.Runtime
 	rt.Reaper = r
 	s := &Service{
-		cfg:       cfg,
-		rt:        &rt,
-		reaper:    r,
-		shutdown:  shutdown,
-		execs:     make(map[string]*process),
+		cfg:        cfg,
+		rt:         &rt,
+		reaper:     r,
+		shutdown:   shutdown,
+		execs:      make(map[string]*process),
 		unmatched:  make(map[int]reaper.Exit),
 		oomChanged: make(chan struct{}),
 	}
