@@ -29,10 +29,10 @@ func hostCPU(path string) (uint64, uint32, error) {
 	var cpus uint32
 	found := false
 	for line := range strings.Lines(string(b)) {
-		fields := strings.Fields(line)
-		if len(fields) == 0 {
-			continue
+		if !strings.HasPrefix(line, "cpu") {
+			continue // the intr line alone has hundreds of fields
 		}
+		fields := strings.Fields(line)
 		switch name := fields[0]; {
 		case name == "cpu":
 			if len(fields) < 8 {
