@@ -32,6 +32,8 @@ func newContainerCommand(c *CLI) *cobra.Command {
 		newUnpauseCommand(c),
 		newTopCommand(c),
 		newRenameCommand(c),
+		newStatsCommand(c),
+		newUpdateCommand(c),
 	)
 	return cmd
 }
