@@ -471,6 +471,9 @@ func (s *Service) reapDeadShim(ctx context.Context, t *task) {
 	}
 	t.client, t.shim, t.exit = nil, nil, e
 	s.mu.Unlock()
+	if e.OOMKilled {
+		s.publishOOM(t, 0)
+	}
 	s.publish(ctx, t.ns, TopicExit, &eventsv1.TaskExit{
 		ContainerId: t.id, Pid: e.Pid, ExitStatus: e.ExitStatus, ExitedAt: timestamppb.New(e.ExitedAt),
 	})
