@@ -265,3 +265,21 @@ func TestOOMKilled(t *testing.T) {
 	}
 	d.must("rm", "-f", "parent")
 }
+
+// TestStatsUpdateAfterBerthdRestart: the shims that outlived berthd serve
+// stats and updates to the next one.
+func TestStatsUpdateAfterBerthdRestart(t *testing.T) {
+	d := containerDaemon(t)
+	d.must("run", "-d", "--name", "kept", "busybox", "sleep", "1000")
+	d.stop()
+	d.start()
+	out := d.must("stats", "--no-stream", "--format", "{{.Name}} {{.PIDs}}")
+	if strings.TrimSpace(out) != "kept 1" {
+		t.Errorf("stats after a berthd restart = %q, want \"kept 1\"", out)
+	}
+	d.must("update", "--pids-limit", "20", "kept")
+	if got := readCgroupFile(t, cgroupDir(t, d.pidOf(t, "kept"), "pids"), "pids.max"); got != "20" {
+		t.Errorf("pids.max = %s after update --pids-limit 20 through a restarted berthd", got)
+	}
+	d.must("rm", "-f", "kept")
+}
