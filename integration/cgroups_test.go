@@ -283,3 +283,29 @@ func TestStatsUpdateAfterBerthdRestart(t *testing.T) {
 	}
 	d.must("rm", "-f", "kept")
 }
+
+// TestPidsLimitContains: a shell forking without end under --pids-limit 20
+// stops at 20 processes (its fork fails and it exits; what it started goes
+// on), and stats shows the count.
+func TestPidsLimitContains(t *testing.T) {
+	d := containerDaemon(t)
+	d.must("create", "--name", "many", "busybox", "sh", "-c", `sh -c 'while :; do sleep 100 & done' 2>/dev/null; sleep 100`)
+	d.must("update", "--pids-limit", "20", "many")
+	d.must("start", "many")
+	deadline := time.Now().Add(10 * time.Second)
+	n := 0
+	for time.Now().Before(deadline) {
+		n, _ = strconv.Atoi(strings.TrimSpace(d.must("stats", "--no-stream", "--format", "{{.PIDs}}", "many")))
+		if n >= 15 {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if n < 15 || n > 20 {
+		t.Errorf("PIDs under --pids-limit 20 = %d, want 15 to 20", n)
+	}
+	if state := strings.TrimSpace(d.must("inspect", "-f", "{{.State.Status}}", "many")); state != "running" {
+		t.Errorf("container under its pids limit is %s, want running", state)
+	}
+	d.must("rm", "-f", "many")
+}
