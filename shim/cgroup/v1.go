@@ -2,7 +2,7 @@ package cgroup
 
 import (
 	"context"
-	"errors"
+	"os"
 	"slices"
 	"strings"
 
@@ -75,45 +75,27 @@ func (c *v1) OOMKills() (uint64, error) {
 	return st.GetMemoryOomControl().GetOomKill(), nil
 }
 
-// WatchOOM waits on the memory cgroup's OOM eventfd (memory.oom_control).
-// The kernel also signals it when the cgroup is removed, which ends the
-// watch.
+// WatchOOM waits on the memory cgroup's OOM eventfd (memory.oom_control)
+// through Go's poller, so that no thread blocks on it and closing it ends
+// the wait. The kernel also signals it when the cgroup is removed, which
+// ends the watch.
 func (c *v1) WatchOOM(ctx context.Context, fn func()) error {
 	fd, err := c.cg.OOMEventFD()
 	if err != nil {
 		return err
 	}
-	efd := int(fd)
-	// Closing the eventfd does not wake a blocked read: ctx's end is told
-	// by a second eventfd both are polled with.
-	stop, err := unix.Eventfd(0, unix.EFD_CLOEXEC)
-	if err != nil {
-		unix.Close(efd)
+	if err := unix.SetNonblock(int(fd), true); err != nil {
+		unix.Close(int(fd))
 		return err
 	}
+	f := os.NewFile(fd, "memory.oom_control eventfd")
+	stop := context.AfterFunc(ctx, func() { f.Close() })
 	go func() {
-		<-ctx.Done()
-		unix.Write(stop, []byte{1, 0, 0, 0, 0, 0, 0, 0})
-	}()
-	go func() {
-		defer unix.Close(efd)
-		defer unix.Close(stop)
-		fds := []unix.PollFd{{Fd: int32(efd), Events: unix.POLLIN}, {Fd: int32(stop), Events: unix.POLLIN}}
+		defer stop()
+		defer f.Close()
 		buf := make([]byte, 8)
 		for {
-			if _, err := unix.Poll(fds, -1); err != nil {
-				if errors.Is(err, unix.EINTR) {
-					continue
-				}
-				return
-			}
-			if fds[1].Revents != 0 {
-				return
-			}
-			if _, err := unix.Read(efd, buf); err != nil {
-				if errors.Is(err, unix.EINTR) {
-					continue
-				}
+			if _, err := f.Read(buf); err != nil {
 				return
 			}
 			if c.cg.State() == cgroup1.Deleted {
