@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"runtime/debug"
+	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"google.golang.org/protobuf/types/known/emptypb"
@@ -13,6 +15,10 @@ import (
 	shimv1 "github.com/berth-engine/berth/proto/shim/v1"
 	"github.com/berth-engine/berth/shim/cgroup"
 )
+
+// releaseDelay is how long sampling must pause before a shim returns the
+// memory its samples used.
+const releaseDelay = 3 * time.Second
 
 // watchOOM finds the cgroup of the init process pid and follows its OOM
 // events, until the task is deleted. A cgroup that cannot be read (no
@@ -100,7 +106,23 @@ func (s *Service) Metrics(ctx context.Context, req *shimv1.MetricsRequest) (*shi
 	if err != nil {
 		return nil, errdefs.ToGRPC(fmt.Errorf("sampling task %q: %w", req.GetId(), err))
 	}
+	s.releaseMemory()
 	return &shimv1.MetricsResponse{Metrics: m}, nil
+}
+
+// releaseMemory gives a sample's garbage back to the system once sampling
+// has paused for releaseDelay. A shim is mostly idle: without this, each
+// shim that `stats` sampled keeps about 1.5 MiB more resident (its heap
+// grown to the GC goal). Waiting keeps the forced GC off the path of a
+// `stats` that samples many shims at once, and does it once per pause.
+func (s *Service) releaseMemory() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.release == nil {
+		s.release = time.AfterFunc(releaseDelay, debug.FreeOSMemory)
+		return
+	}
+	s.release.Reset(releaseDelay)
 }
 
 // Update changes the running container's resources with the runtime.

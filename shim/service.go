@@ -97,6 +97,8 @@ type Service struct {
 	stopOOMWatch context.CancelFunc
 	oomEvents    uint64
 	oomChanged   chan struct{}
+	// release returns the memory of samples once sampling pauses.
+	release *time.Timer
 }
 
 var _ shimv1.TaskService = (*Service)(nil)
