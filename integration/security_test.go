@@ -100,7 +100,7 @@ func cgroupV2() bool {
 
 // readCgroupFile reads a file of the container's cgroup: under the v1
 // controller's hierarchy, or in the one v2 folder (controller ignored).
-func readCgroupFile(t *testing.T, id, controller, file string) string {
+func readContainerCgroupFile(t *testing.T, id, controller, file string) string {
 	t.Helper()
 	dir := filepath.Join("/sys/fs/cgroup", controller, "berth", id)
 	if cgroupV2() {
@@ -127,19 +127,19 @@ func TestForkBombContainedByPidsLimit(t *testing.T) {
 	// --cpus keeps the bomb from starving the machine's other work.
 	id := runDetached(t, d, ids, "--pids-limit", "50", "--cpus", "0.5", "busybox",
 		"sh", "-c", "f(){ f|f& }; f; sleep 1000")
-	if got := readCgroupFile(t, id, "pids", "pids.max"); got != "50" {
+	if got := readContainerCgroupFile(t, id, "pids", "pids.max"); got != "50" {
 		t.Errorf("pids.max = %q, want 50", got)
 	}
 	if cgroupV2() {
-		if got := readCgroupFile(t, id, "", "cpu.max"); got != "50000 100000" {
+		if got := readContainerCgroupFile(t, id, "", "cpu.max"); got != "50000 100000" {
 			t.Errorf("--cpus 0.5: cpu.max %q, want \"50000 100000\"", got)
 		}
-	} else if q, p := readCgroupFile(t, id, "cpu", "cpu.cfs_quota_us"), readCgroupFile(t, id, "cpu", "cpu.cfs_period_us"); q != "50000" || p != "100000" {
+	} else if q, p := readContainerCgroupFile(t, id, "cpu", "cpu.cfs_quota_us"), readContainerCgroupFile(t, id, "cpu", "cpu.cfs_period_us"); q != "50000" || p != "100000" {
 		t.Errorf("--cpus 0.5: cfs quota %s, period %s; want 50000 and 100000", q, p)
 	}
 	maxSeen := 0
 	for end := time.Now().Add(3 * time.Second); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
-		n, err := strconv.Atoi(readCgroupFile(t, id, "pids", "pids.current"))
+		n, err := strconv.Atoi(readContainerCgroupFile(t, id, "pids", "pids.current"))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -179,11 +179,11 @@ func TestMemoryLimitsInCgroup(t *testing.T) {
 				continue // no swap accounting: the swap limit is dropped, as Docker does
 			}
 		}
-		if got := readCgroupFile(t, id, c.controller, c.file); got != c.want {
+		if got := readContainerCgroupFile(t, id, c.controller, c.file); got != c.want {
 			t.Errorf("%s/%s = %q, want %q", c.controller, c.file, got, c.want)
 		}
 	}
-	if got := readCgroupFile(t, id, "memory", "memory.oom_control"); !strings.Contains(got, "oom_kill_disable 1") {
+	if got := readContainerCgroupFile(t, id, "memory", "memory.oom_control"); !strings.Contains(got, "oom_kill_disable 1") {
 		t.Errorf("memory.oom_control under --oom-kill-disable:\n%s", got)
 	}
 	out := d.must("inspect", "-f", "{{json .HostConfig}}", "lim")

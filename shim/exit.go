@@ -22,6 +22,8 @@ type Exit struct {
 	// Dead is set when the shim died and `berth-shim delete` recorded the
 	// exit in its place: the status is then 128+SIGKILL, not observed.
 	Dead bool `json:"dead,omitempty"`
+	// OOMKilled is set when the OOM killer acted in the container's cgroup.
+	OOMKilled bool `json:"oom_killed,omitempty"`
 }
 
 // WriteExit records e in bundle durably: written to a temporary file,

@@ -24,6 +24,7 @@ import (
 	"github.com/berth-engine/berth/internal/identifiers"
 	"github.com/berth-engine/berth/internal/mount"
 	shimv1 "github.com/berth-engine/berth/proto/shim/v1"
+	"github.com/berth-engine/berth/shim/cgroup"
 	"github.com/berth-engine/berth/shim/logs"
 	"github.com/berth-engine/berth/shim/reaper"
 	"github.com/berth-engine/berth/shim/runtime"
@@ -88,6 +89,16 @@ type Service struct {
 	log       *logs.Writer
 	mounted   bool
 	unmatched map[int]reaper.Exit
+
+	// cgroup is the init process's cgroup, for metrics and OOM reports;
+	// oomEvents counts its OOM events, and oomChanged is closed (and
+	// replaced) when the count grows.
+	cgroup       cgroup.Cgroup
+	stopOOMWatch context.CancelFunc
+	oomEvents    uint64
+	oomChanged   chan struct{}
+	// release returns the memory of samples once sampling pauses.
+	release *time.Timer
 }
 
 var _ shimv1.TaskService = (*Service)(nil)
@@ -98,12 +109,13 @@ func NewService(cfg Config, r *reaper.Reaper, shutdown func()) *Service {
 	rt := *cfg.Runtime
 	rt.Reaper = r
 	s := &Service{
-		cfg:       cfg,
-		rt:        &rt,
-		reaper:    r,
-		shutdown:  shutdown,
-		execs:     make(map[string]*process),
-		unmatched: make(map[int]reaper.Exit),
+		cfg:        cfg,
+		rt:         &rt,
+		reaper:     r,
+		shutdown:   shutdown,
+		execs:      make(map[string]*process),
+		unmatched:  make(map[int]reaper.Exit),
+		oomChanged: make(chan struct{}),
 	}
 	go s.handleExits(r.Subscribe())
 	return s
@@ -168,7 +180,8 @@ func (s *Service) setExited(p *process, e reaper.Exit) {
 		p.io.wait(ioDrainTimeout)
 	}
 	if p.execID == "" {
-		if err := WriteExit(s.cfg.Bundle, Exit{Pid: uint32(e.Pid), ExitStatus: uint32(e.Status), ExitedAt: e.Timestamp}); err != nil {
+		oom := s.checkOOMKills()
+		if err := WriteExit(s.cfg.Bundle, Exit{Pid: uint32(e.Pid), ExitStatus: uint32(e.Status), ExitedAt: e.Timestamp, OOMKilled: oom}); err != nil {
 			fmt.Fprintf(os.Stderr, "berth-shim %s: %v\n", s.cfg.ID, err)
 		}
 	}
@@ -268,6 +281,7 @@ func (s *Service) create(ctx context.Context, req *shimv1.CreateTaskRequest) (_ 
 		return 0, fmt.Errorf("create %q: %w", req.GetId(), err)
 	}
 	s.init, s.log = p, log
+	s.watchOOM(pid)
 	s.setPid(p, pid)
 	return pid, nil
 }
@@ -390,6 +404,7 @@ func (s *Service) delete(ctx context.Context, req *shimv1.DeleteRequest) (*shimv
 		}
 	}
 	os.Remove(filepath.Join(s.cfg.Bundle, initPidFile))
+	s.forgetCgroup()
 	s.init, s.execs, s.log = nil, make(map[string]*process), nil
 	return deleteResponse(p), nil
 }
@@ -588,6 +603,7 @@ func (s *Service) State(ctx context.Context, req *shimv1.StateRequest) (*shimv1.
 	resp := &shimv1.StateResponse{
 		Id: s.cfg.ID, ExecId: p.execID, Bundle: s.cfg.Bundle, Pid: uint32(p.pid), Status: p.status,
 		Stdin: p.stdio.stdin, Stdout: p.stdio.stdout, Stderr: p.stdio.stderr, Terminal: p.stdio.terminal,
+		OomKilled: p.execID == "" && s.oomEvents > 0,
 	}
 	if p.hasExited() {
 		resp.ExitStatus = uint32(p.exitStatus)
@@ -611,7 +627,7 @@ func (s *Service) Wait(ctx context.Context, req *shimv1.WaitRequest) (*shimv1.Wa
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return &shimv1.WaitResponse{ExitStatus: uint32(p.exitStatus), ExitedAt: timestamppb.New(p.exitedAt)}, nil
+	return &shimv1.WaitResponse{ExitStatus: uint32(p.exitStatus), ExitedAt: timestamppb.New(p.exitedAt), OomKilled: p.execID == "" && s.oomEvents > 0}, nil
 }
 
 // Shutdown lets the shim exit once its container is deleted.

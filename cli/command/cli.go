@@ -248,6 +248,8 @@ func NewRootCommand(c *CLI) *cobra.Command {
 		newCpCommand(c),
 		newExportCommand(c),
 		newContainerCommand(c),
+		newStatsCommand(c),
+		newUpdateCommand(c),
 	)
 	// Usage lines name their options themselves ("[OPTIONS]").
 	var disable func(*cobra.Command)

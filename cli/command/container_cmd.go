@@ -34,6 +34,8 @@ func newContainerCommand(c *CLI) *cobra.Command {
 		newUnpauseCommand(c),
 		newTopCommand(c),
 		newRenameCommand(c),
+		newStatsCommand(c),
+		newUpdateCommand(c),
 	)
 	return cmd
 }

@@ -29,4 +29,6 @@ type Service interface {
 	Resume(ctx context.Context, req *tasksv1.ResumeTaskRequest) (*emptypb.Empty, error)
 	ListPids(ctx context.Context, req *tasksv1.ListPidsRequest) (*tasksv1.ListPidsResponse, error)
 	Wait(ctx context.Context, req *tasksv1.WaitRequest) (*tasksv1.WaitResponse, error)
+	Metrics(ctx context.Context, req *tasksv1.MetricsRequest) (*tasksv1.MetricsResponse, error)
+	Update(ctx context.Context, req *tasksv1.UpdateTaskRequest) (*emptypb.Empty, error)
 }

@@ -33,6 +33,7 @@ case "$cmd" in
 state) echo '{"id":"'$last'","pid":42,"status":"running","bundle":"/b"}' ;;
 ps) echo '[42,43]' ;;
 exec) for a; do case "$prev" in --process) cp "$a" "$dir/process.json" ;; esac; prev=$a; done ;;
+update) for a; do case "$prev" in --resources) cp "$a" "$dir/resources.json" ;; esac; prev=$a; done ;;
 kill)
 	if [ "$1" = gone ] || [ "$2" = gone ]; then
 		echo '{"level":"error","msg":"container does not exist","time":"x"}' >> "$log"

@@ -1070,18 +1070,21 @@ func (x *StateRequest) GetExecId() string {
 }
 
 type StateResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	ExecId        string                 `protobuf:"bytes,2,opt,name=exec_id,json=execId,proto3" json:"exec_id,omitempty"`
-	Bundle        string                 `protobuf:"bytes,3,opt,name=bundle,proto3" json:"bundle,omitempty"`
-	Pid           uint32                 `protobuf:"varint,4,opt,name=pid,proto3" json:"pid,omitempty"`
-	Status        Status                 `protobuf:"varint,5,opt,name=status,proto3,enum=berth.shim.v1.Status" json:"status,omitempty"`
-	Stdin         string                 `protobuf:"bytes,6,opt,name=stdin,proto3" json:"stdin,omitempty"`
-	Stdout        string                 `protobuf:"bytes,7,opt,name=stdout,proto3" json:"stdout,omitempty"`
-	Stderr        string                 `protobuf:"bytes,8,opt,name=stderr,proto3" json:"stderr,omitempty"`
-	Terminal      bool                   `protobuf:"varint,9,opt,name=terminal,proto3" json:"terminal,omitempty"`
-	ExitStatus    uint32                 `protobuf:"varint,10,opt,name=exit_status,json=exitStatus,proto3" json:"exit_status,omitempty"`
-	ExitedAt      *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=exited_at,json=exitedAt,proto3" json:"exited_at,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Id         string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	ExecId     string                 `protobuf:"bytes,2,opt,name=exec_id,json=execId,proto3" json:"exec_id,omitempty"`
+	Bundle     string                 `protobuf:"bytes,3,opt,name=bundle,proto3" json:"bundle,omitempty"`
+	Pid        uint32                 `protobuf:"varint,4,opt,name=pid,proto3" json:"pid,omitempty"`
+	Status     Status                 `protobuf:"varint,5,opt,name=status,proto3,enum=berth.shim.v1.Status" json:"status,omitempty"`
+	Stdin      string                 `protobuf:"bytes,6,opt,name=stdin,proto3" json:"stdin,omitempty"`
+	Stdout     string                 `protobuf:"bytes,7,opt,name=stdout,proto3" json:"stdout,omitempty"`
+	Stderr     string                 `protobuf:"bytes,8,opt,name=stderr,proto3" json:"stderr,omitempty"`
+	Terminal   bool                   `protobuf:"varint,9,opt,name=terminal,proto3" json:"terminal,omitempty"`
+	ExitStatus uint32                 `protobuf:"varint,10,opt,name=exit_status,json=exitStatus,proto3" json:"exit_status,omitempty"`
+	ExitedAt   *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=exited_at,json=exitedAt,proto3" json:"exited_at,omitempty"`
+	// oom_killed is set, for the init process, once the kernel's OOM killer
+	// acted in the container's memory cgroup.
+	OomKilled     bool `protobuf:"varint,12,opt,name=oom_killed,json=oomKilled,proto3" json:"oom_killed,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1193,6 +1196,13 @@ func (x *StateResponse) GetExitedAt() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *StateResponse) GetOomKilled() bool {
+	if x != nil {
+		return x.OomKilled
+	}
+	return false
+}
+
 type WaitRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -1246,9 +1256,12 @@ func (x *WaitRequest) GetExecId() string {
 }
 
 type WaitResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	ExitStatus    uint32                 `protobuf:"varint,1,opt,name=exit_status,json=exitStatus,proto3" json:"exit_status,omitempty"`
-	ExitedAt      *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=exited_at,json=exitedAt,proto3" json:"exited_at,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	ExitStatus uint32                 `protobuf:"varint,1,opt,name=exit_status,json=exitStatus,proto3" json:"exit_status,omitempty"`
+	ExitedAt   *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=exited_at,json=exitedAt,proto3" json:"exited_at,omitempty"`
+	// oom_killed is set, for the init process, when the kernel's OOM killer
+	// acted in the container's memory cgroup while it ran.
+	OomKilled     bool `protobuf:"varint,3,opt,name=oom_killed,json=oomKilled,proto3" json:"oom_killed,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1295,6 +1308,13 @@ func (x *WaitResponse) GetExitedAt() *timestamppb.Timestamp {
 		return x.ExitedAt
 	}
 	return nil
+}
+
+func (x *WaitResponse) GetOomKilled() bool {
+	if x != nil {
+		return x.OomKilled
+	}
+	return false
 }
 
 type ShutdownRequest struct {
@@ -1349,11 +1369,261 @@ func (x *ShutdownRequest) GetNow() bool {
 	return false
 }
 
+type MetricsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MetricsRequest) Reset() {
+	*x = MetricsRequest{}
+	mi := &file_shim_v1_shim_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MetricsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MetricsRequest) ProtoMessage() {}
+
+func (x *MetricsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_shim_v1_shim_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MetricsRequest.ProtoReflect.Descriptor instead.
+func (*MetricsRequest) Descriptor() ([]byte, []int) {
+	return file_shim_v1_shim_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *MetricsRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type MetricsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Metrics       *v1.Metrics            `protobuf:"bytes,1,opt,name=metrics,proto3" json:"metrics,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MetricsResponse) Reset() {
+	*x = MetricsResponse{}
+	mi := &file_shim_v1_shim_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MetricsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MetricsResponse) ProtoMessage() {}
+
+func (x *MetricsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_shim_v1_shim_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MetricsResponse.ProtoReflect.Descriptor instead.
+func (*MetricsResponse) Descriptor() ([]byte, []int) {
+	return file_shim_v1_shim_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *MetricsResponse) GetMetrics() *v1.Metrics {
+	if x != nil {
+		return x.Metrics
+	}
+	return nil
+}
+
+type UpdateTaskRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// resources is the OCI runtime-spec LinuxResources as JSON; fields left
+	// out keep their value.
+	Resources     []byte `protobuf:"bytes,2,opt,name=resources,proto3" json:"resources,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateTaskRequest) Reset() {
+	*x = UpdateTaskRequest{}
+	mi := &file_shim_v1_shim_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateTaskRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateTaskRequest) ProtoMessage() {}
+
+func (x *UpdateTaskRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_shim_v1_shim_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateTaskRequest.ProtoReflect.Descriptor instead.
+func (*UpdateTaskRequest) Descriptor() ([]byte, []int) {
+	return file_shim_v1_shim_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *UpdateTaskRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *UpdateTaskRequest) GetResources() []byte {
+	if x != nil {
+		return x.Resources
+	}
+	return nil
+}
+
+type WaitOOMRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// seen is the count of OOM events the caller knows of.
+	Seen          uint64 `protobuf:"varint,2,opt,name=seen,proto3" json:"seen,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WaitOOMRequest) Reset() {
+	*x = WaitOOMRequest{}
+	mi := &file_shim_v1_shim_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WaitOOMRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WaitOOMRequest) ProtoMessage() {}
+
+func (x *WaitOOMRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_shim_v1_shim_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WaitOOMRequest.ProtoReflect.Descriptor instead.
+func (*WaitOOMRequest) Descriptor() ([]byte, []int) {
+	return file_shim_v1_shim_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *WaitOOMRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *WaitOOMRequest) GetSeen() uint64 {
+	if x != nil {
+		return x.Seen
+	}
+	return 0
+}
+
+type WaitOOMResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// oom_events counts the OOM events of the container's memory cgroup
+	// since the task was created.
+	OomEvents uint64 `protobuf:"varint,1,opt,name=oom_events,json=oomEvents,proto3" json:"oom_events,omitempty"`
+	// exited is set once the init process has exited: no more events come.
+	Exited        bool `protobuf:"varint,2,opt,name=exited,proto3" json:"exited,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WaitOOMResponse) Reset() {
+	*x = WaitOOMResponse{}
+	mi := &file_shim_v1_shim_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WaitOOMResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WaitOOMResponse) ProtoMessage() {}
+
+func (x *WaitOOMResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_shim_v1_shim_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WaitOOMResponse.ProtoReflect.Descriptor instead.
+func (*WaitOOMResponse) Descriptor() ([]byte, []int) {
+	return file_shim_v1_shim_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *WaitOOMResponse) GetOomEvents() uint64 {
+	if x != nil {
+		return x.OomEvents
+	}
+	return 0
+}
+
+func (x *WaitOOMResponse) GetExited() bool {
+	if x != nil {
+		return x.Exited
+	}
+	return false
+}
+
 var File_shim_v1_shim_proto protoreflect.FileDescriptor
 
 const file_shim_v1_shim_proto_rawDesc = "" +
 	"\n" +
-	"\x12shim/v1/shim.proto\x12\rberth.shim.v1\x1a\x14types/v1/mount.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"Q\n" +
+	"\x12shim/v1/shim.proto\x12\rberth.shim.v1\x1a\x16types/v1/metrics.proto\x1a\x14types/v1/mount.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"Q\n" +
 	"\x03Log\x12\x12\n" +
 	"\x04path\x18\x01 \x01(\tR\x04path\x12\x19\n" +
 	"\bmax_size\x18\x02 \x01(\x03R\amaxSize\x12\x1b\n" +
@@ -1417,7 +1687,7 @@ const file_shim_v1_shim_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"7\n" +
 	"\fStateRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x17\n" +
-	"\aexec_id\x18\x02 \x01(\tR\x06execId\"\xcd\x02\n" +
+	"\aexec_id\x18\x02 \x01(\tR\x06execId\"\xec\x02\n" +
 	"\rStateResponse\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x17\n" +
 	"\aexec_id\x18\x02 \x01(\tR\x06execId\x12\x16\n" +
@@ -1431,23 +1701,41 @@ const file_shim_v1_shim_proto_rawDesc = "" +
 	"\vexit_status\x18\n" +
 	" \x01(\rR\n" +
 	"exitStatus\x127\n" +
-	"\texited_at\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\bexitedAt\"6\n" +
+	"\texited_at\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\bexitedAt\x12\x1d\n" +
+	"\n" +
+	"oom_killed\x18\f \x01(\bR\toomKilled\"6\n" +
 	"\vWaitRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x17\n" +
-	"\aexec_id\x18\x02 \x01(\tR\x06execId\"h\n" +
+	"\aexec_id\x18\x02 \x01(\tR\x06execId\"\x87\x01\n" +
 	"\fWaitResponse\x12\x1f\n" +
 	"\vexit_status\x18\x01 \x01(\rR\n" +
 	"exitStatus\x127\n" +
-	"\texited_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\bexitedAt\"3\n" +
+	"\texited_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\bexitedAt\x12\x1d\n" +
+	"\n" +
+	"oom_killed\x18\x03 \x01(\bR\toomKilled\"3\n" +
 	"\x0fShutdownRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x10\n" +
-	"\x03now\x18\x02 \x01(\bR\x03now*o\n" +
+	"\x03now\x18\x02 \x01(\bR\x03now\" \n" +
+	"\x0eMetricsRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"D\n" +
+	"\x0fMetricsResponse\x121\n" +
+	"\ametrics\x18\x01 \x01(\v2\x17.berth.types.v1.MetricsR\ametrics\"A\n" +
+	"\x11UpdateTaskRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1c\n" +
+	"\tresources\x18\x02 \x01(\fR\tresources\"4\n" +
+	"\x0eWaitOOMRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
+	"\x04seen\x18\x02 \x01(\x04R\x04seen\"H\n" +
+	"\x0fWaitOOMResponse\x12\x1d\n" +
+	"\n" +
+	"oom_events\x18\x01 \x01(\x04R\toomEvents\x12\x16\n" +
+	"\x06exited\x18\x02 \x01(\bR\x06exited*o\n" +
 	"\x06Status\x12\x16\n" +
 	"\x12STATUS_UNSPECIFIED\x10\x00\x12\x12\n" +
 	"\x0eSTATUS_CREATED\x10\x01\x12\x12\n" +
 	"\x0eSTATUS_RUNNING\x10\x02\x12\x12\n" +
 	"\x0eSTATUS_STOPPED\x10\x03\x12\x11\n" +
-	"\rSTATUS_PAUSED\x10\x042\xef\x06\n" +
+	"\rSTATUS_PAUSED\x10\x042\xc7\b\n" +
 	"\x04Task\x12M\n" +
 	"\x06Create\x12 .berth.shim.v1.CreateTaskRequest\x1a!.berth.shim.v1.CreateTaskResponse\x12B\n" +
 	"\x05Start\x12\x1b.berth.shim.v1.StartRequest\x1a\x1c.berth.shim.v1.StartResponse\x12E\n" +
@@ -1461,7 +1749,10 @@ const file_shim_v1_shim_proto_rawDesc = "" +
 	"\x06Resume\x12\x1c.berth.shim.v1.ResumeRequest\x1a\x16.google.protobuf.Empty\x12B\n" +
 	"\x05State\x12\x1b.berth.shim.v1.StateRequest\x1a\x1c.berth.shim.v1.StateResponse\x12?\n" +
 	"\x04Wait\x12\x1a.berth.shim.v1.WaitRequest\x1a\x1b.berth.shim.v1.WaitResponse\x12B\n" +
-	"\bShutdown\x12\x1e.berth.shim.v1.ShutdownRequest\x1a\x16.google.protobuf.EmptyB4Z2github.com/berth-engine/berth/proto/shim/v1;shimv1b\x06proto3"
+	"\bShutdown\x12\x1e.berth.shim.v1.ShutdownRequest\x1a\x16.google.protobuf.Empty\x12H\n" +
+	"\aMetrics\x12\x1d.berth.shim.v1.MetricsRequest\x1a\x1e.berth.shim.v1.MetricsResponse\x12B\n" +
+	"\x06Update\x12 .berth.shim.v1.UpdateTaskRequest\x1a\x16.google.protobuf.Empty\x12H\n" +
+	"\aWaitOOM\x12\x1d.berth.shim.v1.WaitOOMRequest\x1a\x1e.berth.shim.v1.WaitOOMResponseB4Z2github.com/berth-engine/berth/proto/shim/v1;shimv1b\x06proto3"
 
 var (
 	file_shim_v1_shim_proto_rawDescOnce sync.Once
@@ -1476,7 +1767,7 @@ func file_shim_v1_shim_proto_rawDescGZIP() []byte {
 }
 
 var file_shim_v1_shim_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_shim_v1_shim_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_shim_v1_shim_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
 var file_shim_v1_shim_proto_goTypes = []any{
 	(Status)(0),                   // 0: berth.shim.v1.Status
 	(*Log)(nil),                   // 1: berth.shim.v1.Log
@@ -1500,49 +1791,62 @@ var file_shim_v1_shim_proto_goTypes = []any{
 	(*WaitRequest)(nil),           // 19: berth.shim.v1.WaitRequest
 	(*WaitResponse)(nil),          // 20: berth.shim.v1.WaitResponse
 	(*ShutdownRequest)(nil),       // 21: berth.shim.v1.ShutdownRequest
-	(*v1.Mount)(nil),              // 22: berth.types.v1.Mount
-	(*timestamppb.Timestamp)(nil), // 23: google.protobuf.Timestamp
-	(*emptypb.Empty)(nil),         // 24: google.protobuf.Empty
+	(*MetricsRequest)(nil),        // 22: berth.shim.v1.MetricsRequest
+	(*MetricsResponse)(nil),       // 23: berth.shim.v1.MetricsResponse
+	(*UpdateTaskRequest)(nil),     // 24: berth.shim.v1.UpdateTaskRequest
+	(*WaitOOMRequest)(nil),        // 25: berth.shim.v1.WaitOOMRequest
+	(*WaitOOMResponse)(nil),       // 26: berth.shim.v1.WaitOOMResponse
+	(*v1.Mount)(nil),              // 27: berth.types.v1.Mount
+	(*timestamppb.Timestamp)(nil), // 28: google.protobuf.Timestamp
+	(*v1.Metrics)(nil),            // 29: berth.types.v1.Metrics
+	(*emptypb.Empty)(nil),         // 30: google.protobuf.Empty
 }
 var file_shim_v1_shim_proto_depIdxs = []int32{
-	22, // 0: berth.shim.v1.CreateTaskRequest.rootfs:type_name -> berth.types.v1.Mount
+	27, // 0: berth.shim.v1.CreateTaskRequest.rootfs:type_name -> berth.types.v1.Mount
 	1,  // 1: berth.shim.v1.CreateTaskRequest.log:type_name -> berth.shim.v1.Log
-	23, // 2: berth.shim.v1.DeleteResponse.exited_at:type_name -> google.protobuf.Timestamp
+	28, // 2: berth.shim.v1.DeleteResponse.exited_at:type_name -> google.protobuf.Timestamp
 	13, // 3: berth.shim.v1.PidsResponse.processes:type_name -> berth.shim.v1.ProcessInfo
 	0,  // 4: berth.shim.v1.StateResponse.status:type_name -> berth.shim.v1.Status
-	23, // 5: berth.shim.v1.StateResponse.exited_at:type_name -> google.protobuf.Timestamp
-	23, // 6: berth.shim.v1.WaitResponse.exited_at:type_name -> google.protobuf.Timestamp
-	2,  // 7: berth.shim.v1.Task.Create:input_type -> berth.shim.v1.CreateTaskRequest
-	4,  // 8: berth.shim.v1.Task.Start:input_type -> berth.shim.v1.StartRequest
-	6,  // 9: berth.shim.v1.Task.Delete:input_type -> berth.shim.v1.DeleteRequest
-	8,  // 10: berth.shim.v1.Task.Exec:input_type -> berth.shim.v1.ExecProcessRequest
-	9,  // 11: berth.shim.v1.Task.ResizePty:input_type -> berth.shim.v1.ResizePtyRequest
-	10, // 12: berth.shim.v1.Task.CloseIO:input_type -> berth.shim.v1.CloseIORequest
-	11, // 13: berth.shim.v1.Task.Kill:input_type -> berth.shim.v1.KillRequest
-	12, // 14: berth.shim.v1.Task.Pids:input_type -> berth.shim.v1.PidsRequest
-	15, // 15: berth.shim.v1.Task.Pause:input_type -> berth.shim.v1.PauseRequest
-	16, // 16: berth.shim.v1.Task.Resume:input_type -> berth.shim.v1.ResumeRequest
-	17, // 17: berth.shim.v1.Task.State:input_type -> berth.shim.v1.StateRequest
-	19, // 18: berth.shim.v1.Task.Wait:input_type -> berth.shim.v1.WaitRequest
-	21, // 19: berth.shim.v1.Task.Shutdown:input_type -> berth.shim.v1.ShutdownRequest
-	3,  // 20: berth.shim.v1.Task.Create:output_type -> berth.shim.v1.CreateTaskResponse
-	5,  // 21: berth.shim.v1.Task.Start:output_type -> berth.shim.v1.StartResponse
-	7,  // 22: berth.shim.v1.Task.Delete:output_type -> berth.shim.v1.DeleteResponse
-	24, // 23: berth.shim.v1.Task.Exec:output_type -> google.protobuf.Empty
-	24, // 24: berth.shim.v1.Task.ResizePty:output_type -> google.protobuf.Empty
-	24, // 25: berth.shim.v1.Task.CloseIO:output_type -> google.protobuf.Empty
-	24, // 26: berth.shim.v1.Task.Kill:output_type -> google.protobuf.Empty
-	14, // 27: berth.shim.v1.Task.Pids:output_type -> berth.shim.v1.PidsResponse
-	24, // 28: berth.shim.v1.Task.Pause:output_type -> google.protobuf.Empty
-	24, // 29: berth.shim.v1.Task.Resume:output_type -> google.protobuf.Empty
-	18, // 30: berth.shim.v1.Task.State:output_type -> berth.shim.v1.StateResponse
-	20, // 31: berth.shim.v1.Task.Wait:output_type -> berth.shim.v1.WaitResponse
-	24, // 32: berth.shim.v1.Task.Shutdown:output_type -> google.protobuf.Empty
-	20, // [20:33] is the sub-list for method output_type
-	7,  // [7:20] is the sub-list for method input_type
-	7,  // [7:7] is the sub-list for extension type_name
-	7,  // [7:7] is the sub-list for extension extendee
-	0,  // [0:7] is the sub-list for field type_name
+	28, // 5: berth.shim.v1.StateResponse.exited_at:type_name -> google.protobuf.Timestamp
+	28, // 6: berth.shim.v1.WaitResponse.exited_at:type_name -> google.protobuf.Timestamp
+	29, // 7: berth.shim.v1.MetricsResponse.metrics:type_name -> berth.types.v1.Metrics
+	2,  // 8: berth.shim.v1.Task.Create:input_type -> berth.shim.v1.CreateTaskRequest
+	4,  // 9: berth.shim.v1.Task.Start:input_type -> berth.shim.v1.StartRequest
+	6,  // 10: berth.shim.v1.Task.Delete:input_type -> berth.shim.v1.DeleteRequest
+	8,  // 11: berth.shim.v1.Task.Exec:input_type -> berth.shim.v1.ExecProcessRequest
+	9,  // 12: berth.shim.v1.Task.ResizePty:input_type -> berth.shim.v1.ResizePtyRequest
+	10, // 13: berth.shim.v1.Task.CloseIO:input_type -> berth.shim.v1.CloseIORequest
+	11, // 14: berth.shim.v1.Task.Kill:input_type -> berth.shim.v1.KillRequest
+	12, // 15: berth.shim.v1.Task.Pids:input_type -> berth.shim.v1.PidsRequest
+	15, // 16: berth.shim.v1.Task.Pause:input_type -> berth.shim.v1.PauseRequest
+	16, // 17: berth.shim.v1.Task.Resume:input_type -> berth.shim.v1.ResumeRequest
+	17, // 18: berth.shim.v1.Task.State:input_type -> berth.shim.v1.StateRequest
+	19, // 19: berth.shim.v1.Task.Wait:input_type -> berth.shim.v1.WaitRequest
+	21, // 20: berth.shim.v1.Task.Shutdown:input_type -> berth.shim.v1.ShutdownRequest
+	22, // 21: berth.shim.v1.Task.Metrics:input_type -> berth.shim.v1.MetricsRequest
+	24, // 22: berth.shim.v1.Task.Update:input_type -> berth.shim.v1.UpdateTaskRequest
+	25, // 23: berth.shim.v1.Task.WaitOOM:input_type -> berth.shim.v1.WaitOOMRequest
+	3,  // 24: berth.shim.v1.Task.Create:output_type -> berth.shim.v1.CreateTaskResponse
+	5,  // 25: berth.shim.v1.Task.Start:output_type -> berth.shim.v1.StartResponse
+	7,  // 26: berth.shim.v1.Task.Delete:output_type -> berth.shim.v1.DeleteResponse
+	30, // 27: berth.shim.v1.Task.Exec:output_type -> google.protobuf.Empty
+	30, // 28: berth.shim.v1.Task.ResizePty:output_type -> google.protobuf.Empty
+	30, // 29: berth.shim.v1.Task.CloseIO:output_type -> google.protobuf.Empty
+	30, // 30: berth.shim.v1.Task.Kill:output_type -> google.protobuf.Empty
+	14, // 31: berth.shim.v1.Task.Pids:output_type -> berth.shim.v1.PidsResponse
+	30, // 32: berth.shim.v1.Task.Pause:output_type -> google.protobuf.Empty
+	30, // 33: berth.shim.v1.Task.Resume:output_type -> google.protobuf.Empty
+	18, // 34: berth.shim.v1.Task.State:output_type -> berth.shim.v1.StateResponse
+	20, // 35: berth.shim.v1.Task.Wait:output_type -> berth.shim.v1.WaitResponse
+	30, // 36: berth.shim.v1.Task.Shutdown:output_type -> google.protobuf.Empty
+	23, // 37: berth.shim.v1.Task.Metrics:output_type -> berth.shim.v1.MetricsResponse
+	30, // 38: berth.shim.v1.Task.Update:output_type -> google.protobuf.Empty
+	26, // 39: berth.shim.v1.Task.WaitOOM:output_type -> berth.shim.v1.WaitOOMResponse
+	24, // [24:40] is the sub-list for method output_type
+	8,  // [8:24] is the sub-list for method input_type
+	8,  // [8:8] is the sub-list for extension type_name
+	8,  // [8:8] is the sub-list for extension extendee
+	0,  // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_shim_v1_shim_proto_init() }
@@ -1556,7 +1860,7 @@ func file_shim_v1_shim_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_shim_v1_shim_proto_rawDesc), len(file_shim_v1_shim_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   21,
+			NumMessages:   26,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -22,6 +22,9 @@ type TaskService interface {
 	State(context.Context, *StateRequest) (*StateResponse, error)
 	Wait(context.Context, *WaitRequest) (*WaitResponse, error)
 	Shutdown(context.Context, *ShutdownRequest) (*emptypb.Empty, error)
+	Metrics(context.Context, *MetricsRequest) (*MetricsResponse, error)
+	Update(context.Context, *UpdateTaskRequest) (*emptypb.Empty, error)
+	WaitOOM(context.Context, *WaitOOMRequest) (*WaitOOMResponse, error)
 }
 
 func RegisterTaskService(srv *ttrpc.Server, svc TaskService) {
@@ -117,6 +120,27 @@ func RegisterTaskService(srv *ttrpc.Server, svc TaskService) {
 					return nil, err
 				}
 				return svc.Shutdown(ctx, &req)
+			},
+			"Metrics": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req MetricsRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.Metrics(ctx, &req)
+			},
+			"Update": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req UpdateTaskRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.Update(ctx, &req)
+			},
+			"WaitOOM": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req WaitOOMRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.WaitOOM(ctx, &req)
 			},
 		},
 	})
@@ -231,6 +255,30 @@ func (c *taskClient) Wait(ctx context.Context, req *WaitRequest) (*WaitResponse,
 func (c *taskClient) Shutdown(ctx context.Context, req *ShutdownRequest) (*emptypb.Empty, error) {
 	var resp emptypb.Empty
 	if err := c.client.Call(ctx, "berth.shim.v1.Task", "Shutdown", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *taskClient) Metrics(ctx context.Context, req *MetricsRequest) (*MetricsResponse, error) {
+	var resp MetricsResponse
+	if err := c.client.Call(ctx, "berth.shim.v1.Task", "Metrics", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *taskClient) Update(ctx context.Context, req *UpdateTaskRequest) (*emptypb.Empty, error) {
+	var resp emptypb.Empty
+	if err := c.client.Call(ctx, "berth.shim.v1.Task", "Update", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *taskClient) WaitOOM(ctx context.Context, req *WaitOOMRequest) (*WaitOOMResponse, error) {
+	var resp WaitOOMResponse
+	if err := c.client.Call(ctx, "berth.shim.v1.Task", "WaitOOM", req, &resp); err != nil {
 		return nil, err
 	}
 	return &resp, nil

@@ -7,6 +7,7 @@
 package tasksv1
 
 import (
+	v1 "github.com/berth-engine/berth/proto/types/v1"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	emptypb "google.golang.org/protobuf/types/known/emptypb"
@@ -82,16 +83,19 @@ func (Status) EnumDescriptor() ([]byte, []int) {
 type Process struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// id is the container's id.
-	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	ExecId        string                 `protobuf:"bytes,2,opt,name=exec_id,json=execId,proto3" json:"exec_id,omitempty"`
-	Pid           uint32                 `protobuf:"varint,3,opt,name=pid,proto3" json:"pid,omitempty"`
-	Status        Status                 `protobuf:"varint,4,opt,name=status,proto3,enum=berth.tasks.v1.Status" json:"status,omitempty"`
-	Stdin         string                 `protobuf:"bytes,5,opt,name=stdin,proto3" json:"stdin,omitempty"`
-	Stdout        string                 `protobuf:"bytes,6,opt,name=stdout,proto3" json:"stdout,omitempty"`
-	Stderr        string                 `protobuf:"bytes,7,opt,name=stderr,proto3" json:"stderr,omitempty"`
-	Terminal      bool                   `protobuf:"varint,8,opt,name=terminal,proto3" json:"terminal,omitempty"`
-	ExitStatus    uint32                 `protobuf:"varint,9,opt,name=exit_status,json=exitStatus,proto3" json:"exit_status,omitempty"`
-	ExitedAt      *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=exited_at,json=exitedAt,proto3" json:"exited_at,omitempty"`
+	Id         string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	ExecId     string                 `protobuf:"bytes,2,opt,name=exec_id,json=execId,proto3" json:"exec_id,omitempty"`
+	Pid        uint32                 `protobuf:"varint,3,opt,name=pid,proto3" json:"pid,omitempty"`
+	Status     Status                 `protobuf:"varint,4,opt,name=status,proto3,enum=berth.tasks.v1.Status" json:"status,omitempty"`
+	Stdin      string                 `protobuf:"bytes,5,opt,name=stdin,proto3" json:"stdin,omitempty"`
+	Stdout     string                 `protobuf:"bytes,6,opt,name=stdout,proto3" json:"stdout,omitempty"`
+	Stderr     string                 `protobuf:"bytes,7,opt,name=stderr,proto3" json:"stderr,omitempty"`
+	Terminal   bool                   `protobuf:"varint,8,opt,name=terminal,proto3" json:"terminal,omitempty"`
+	ExitStatus uint32                 `protobuf:"varint,9,opt,name=exit_status,json=exitStatus,proto3" json:"exit_status,omitempty"`
+	ExitedAt   *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=exited_at,json=exitedAt,proto3" json:"exited_at,omitempty"`
+	// oom_killed is set, for the init process, once the kernel's OOM killer
+	// acted in the task's memory cgroup.
+	OomKilled     bool `protobuf:"varint,11,opt,name=oom_killed,json=oomKilled,proto3" json:"oom_killed,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -194,6 +198,13 @@ func (x *Process) GetExitedAt() *timestamppb.Timestamp {
 		return x.ExitedAt
 	}
 	return nil
+}
+
+func (x *Process) GetOomKilled() bool {
+	if x != nil {
+		return x.OomKilled
+	}
+	return false
 }
 
 type CreateTaskRequest struct {
@@ -1334,9 +1345,12 @@ func (x *WaitRequest) GetExecId() string {
 }
 
 type WaitResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	ExitStatus    uint32                 `protobuf:"varint,1,opt,name=exit_status,json=exitStatus,proto3" json:"exit_status,omitempty"`
-	ExitedAt      *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=exited_at,json=exitedAt,proto3" json:"exited_at,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	ExitStatus uint32                 `protobuf:"varint,1,opt,name=exit_status,json=exitStatus,proto3" json:"exit_status,omitempty"`
+	ExitedAt   *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=exited_at,json=exitedAt,proto3" json:"exited_at,omitempty"`
+	// oom_killed is set, for the init process, when the kernel's OOM killer
+	// acted in the task's memory cgroup while it ran.
+	OomKilled     bool `protobuf:"varint,3,opt,name=oom_killed,json=oomKilled,proto3" json:"oom_killed,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1385,11 +1399,225 @@ func (x *WaitResponse) GetExitedAt() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *WaitResponse) GetOomKilled() bool {
+	if x != nil {
+		return x.OomKilled
+	}
+	return false
+}
+
+type MetricsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// container_ids names the tasks to sample; empty means every running
+	// task of the namespace.
+	ContainerIds  []string `protobuf:"bytes,1,rep,name=container_ids,json=containerIds,proto3" json:"container_ids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MetricsRequest) Reset() {
+	*x = MetricsRequest{}
+	mi := &file_tasks_v1_tasks_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MetricsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MetricsRequest) ProtoMessage() {}
+
+func (x *MetricsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tasks_v1_tasks_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MetricsRequest.ProtoReflect.Descriptor instead.
+func (*MetricsRequest) Descriptor() ([]byte, []int) {
+	return file_tasks_v1_tasks_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *MetricsRequest) GetContainerIds() []string {
+	if x != nil {
+		return x.ContainerIds
+	}
+	return nil
+}
+
+// TaskMetrics is one task's sample, or why it has none.
+type TaskMetrics struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	ContainerId string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	Metrics     *v1.Metrics            `protobuf:"bytes,2,opt,name=metrics,proto3" json:"metrics,omitempty"`
+	// error says why the task could not be sampled (not found, not
+	// running, ...); metrics is then unset.
+	Error         string `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TaskMetrics) Reset() {
+	*x = TaskMetrics{}
+	mi := &file_tasks_v1_tasks_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TaskMetrics) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TaskMetrics) ProtoMessage() {}
+
+func (x *TaskMetrics) ProtoReflect() protoreflect.Message {
+	mi := &file_tasks_v1_tasks_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TaskMetrics.ProtoReflect.Descriptor instead.
+func (*TaskMetrics) Descriptor() ([]byte, []int) {
+	return file_tasks_v1_tasks_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *TaskMetrics) GetContainerId() string {
+	if x != nil {
+		return x.ContainerId
+	}
+	return ""
+}
+
+func (x *TaskMetrics) GetMetrics() *v1.Metrics {
+	if x != nil {
+		return x.Metrics
+	}
+	return nil
+}
+
+func (x *TaskMetrics) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+type MetricsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Metrics       []*TaskMetrics         `protobuf:"bytes,1,rep,name=metrics,proto3" json:"metrics,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MetricsResponse) Reset() {
+	*x = MetricsResponse{}
+	mi := &file_tasks_v1_tasks_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MetricsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MetricsResponse) ProtoMessage() {}
+
+func (x *MetricsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tasks_v1_tasks_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MetricsResponse.ProtoReflect.Descriptor instead.
+func (*MetricsResponse) Descriptor() ([]byte, []int) {
+	return file_tasks_v1_tasks_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *MetricsResponse) GetMetrics() []*TaskMetrics {
+	if x != nil {
+		return x.Metrics
+	}
+	return nil
+}
+
+type UpdateTaskRequest struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	ContainerId string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	// resources is the OCI runtime-spec LinuxResources as JSON; fields left
+	// out keep their value.
+	Resources     []byte `protobuf:"bytes,2,opt,name=resources,proto3" json:"resources,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateTaskRequest) Reset() {
+	*x = UpdateTaskRequest{}
+	mi := &file_tasks_v1_tasks_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateTaskRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateTaskRequest) ProtoMessage() {}
+
+func (x *UpdateTaskRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tasks_v1_tasks_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateTaskRequest.ProtoReflect.Descriptor instead.
+func (*UpdateTaskRequest) Descriptor() ([]byte, []int) {
+	return file_tasks_v1_tasks_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *UpdateTaskRequest) GetContainerId() string {
+	if x != nil {
+		return x.ContainerId
+	}
+	return ""
+}
+
+func (x *UpdateTaskRequest) GetResources() []byte {
+	if x != nil {
+		return x.Resources
+	}
+	return nil
+}
+
 var File_tasks_v1_tasks_proto protoreflect.FileDescriptor
 
 const file_tasks_v1_tasks_proto_rawDesc = "" +
 	"\n" +
-	"\x14tasks/v1/tasks.proto\x12\x0eberth.tasks.v1\x1a\x1bgoogle/protobuf/empty.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb0\x02\n" +
+	"\x14tasks/v1/tasks.proto\x12\x0eberth.tasks.v1\x1a\x1bgoogle/protobuf/empty.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16types/v1/metrics.proto\"\xcf\x02\n" +
 	"\aProcess\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x17\n" +
 	"\aexec_id\x18\x02 \x01(\tR\x06execId\x12\x10\n" +
@@ -1402,7 +1630,9 @@ const file_tasks_v1_tasks_proto_rawDesc = "" +
 	"\vexit_status\x18\t \x01(\rR\n" +
 	"exitStatus\x127\n" +
 	"\texited_at\x18\n" +
-	" \x01(\v2\x1a.google.protobuf.TimestampR\bexitedAt\"\x98\x01\n" +
+	" \x01(\v2\x1a.google.protobuf.TimestampR\bexitedAt\x12\x1d\n" +
+	"\n" +
+	"oom_killed\x18\v \x01(\bR\toomKilled\"\x98\x01\n" +
 	"\x11CreateTaskRequest\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x1a\n" +
 	"\bterminal\x18\x02 \x01(\bR\bterminal\x12\x14\n" +
@@ -1472,17 +1702,30 @@ const file_tasks_v1_tasks_proto_rawDesc = "" +
 	"\tprocesses\x18\x01 \x03(\v2\x1b.berth.tasks.v1.ProcessInfoR\tprocesses\"I\n" +
 	"\vWaitRequest\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x17\n" +
-	"\aexec_id\x18\x02 \x01(\tR\x06execId\"h\n" +
+	"\aexec_id\x18\x02 \x01(\tR\x06execId\"\x87\x01\n" +
 	"\fWaitResponse\x12\x1f\n" +
 	"\vexit_status\x18\x01 \x01(\rR\n" +
 	"exitStatus\x127\n" +
-	"\texited_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\bexitedAt*o\n" +
+	"\texited_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\bexitedAt\x12\x1d\n" +
+	"\n" +
+	"oom_killed\x18\x03 \x01(\bR\toomKilled\"5\n" +
+	"\x0eMetricsRequest\x12#\n" +
+	"\rcontainer_ids\x18\x01 \x03(\tR\fcontainerIds\"y\n" +
+	"\vTaskMetrics\x12!\n" +
+	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x121\n" +
+	"\ametrics\x18\x02 \x01(\v2\x17.berth.types.v1.MetricsR\ametrics\x12\x14\n" +
+	"\x05error\x18\x03 \x01(\tR\x05error\"H\n" +
+	"\x0fMetricsResponse\x125\n" +
+	"\ametrics\x18\x01 \x03(\v2\x1b.berth.tasks.v1.TaskMetricsR\ametrics\"T\n" +
+	"\x11UpdateTaskRequest\x12!\n" +
+	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x1c\n" +
+	"\tresources\x18\x02 \x01(\fR\tresources*o\n" +
 	"\x06Status\x12\x16\n" +
 	"\x12STATUS_UNSPECIFIED\x10\x00\x12\x12\n" +
 	"\x0eSTATUS_CREATED\x10\x01\x12\x12\n" +
 	"\x0eSTATUS_RUNNING\x10\x02\x12\x12\n" +
 	"\x0eSTATUS_STOPPED\x10\x03\x12\x11\n" +
-	"\rSTATUS_PAUSED\x10\x042\xf4\a\n" +
+	"\rSTATUS_PAUSED\x10\x042\x85\t\n" +
 	"\x05Tasks\x12O\n" +
 	"\x06Create\x12!.berth.tasks.v1.CreateTaskRequest\x1a\".berth.tasks.v1.CreateTaskResponse\x12D\n" +
 	"\x05Start\x12\x1c.berth.tasks.v1.StartRequest\x1a\x1d.berth.tasks.v1.StartResponse\x12K\n" +
@@ -1497,7 +1740,9 @@ const file_tasks_v1_tasks_proto_rawDesc = "" +
 	"\x05Pause\x12 .berth.tasks.v1.PauseTaskRequest\x1a\x16.google.protobuf.Empty\x12C\n" +
 	"\x06Resume\x12!.berth.tasks.v1.ResumeTaskRequest\x1a\x16.google.protobuf.Empty\x12M\n" +
 	"\bListPids\x12\x1f.berth.tasks.v1.ListPidsRequest\x1a .berth.tasks.v1.ListPidsResponse\x12A\n" +
-	"\x04Wait\x12\x1b.berth.tasks.v1.WaitRequest\x1a\x1c.berth.tasks.v1.WaitResponseB6Z4github.com/berth-engine/berth/proto/tasks/v1;tasksv1b\x06proto3"
+	"\x04Wait\x12\x1b.berth.tasks.v1.WaitRequest\x1a\x1c.berth.tasks.v1.WaitResponse\x12J\n" +
+	"\aMetrics\x12\x1e.berth.tasks.v1.MetricsRequest\x1a\x1f.berth.tasks.v1.MetricsResponse\x12C\n" +
+	"\x06Update\x12!.berth.tasks.v1.UpdateTaskRequest\x1a\x16.google.protobuf.EmptyB6Z4github.com/berth-engine/berth/proto/tasks/v1;tasksv1b\x06proto3"
 
 var (
 	file_tasks_v1_tasks_proto_rawDescOnce sync.Once
@@ -1512,7 +1757,7 @@ func file_tasks_v1_tasks_proto_rawDescGZIP() []byte {
 }
 
 var file_tasks_v1_tasks_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_tasks_v1_tasks_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
+var file_tasks_v1_tasks_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_tasks_v1_tasks_proto_goTypes = []any{
 	(Status)(0),                   // 0: berth.tasks.v1.Status
 	(*Process)(nil),               // 1: berth.tasks.v1.Process
@@ -1538,50 +1783,61 @@ var file_tasks_v1_tasks_proto_goTypes = []any{
 	(*ListPidsResponse)(nil),      // 21: berth.tasks.v1.ListPidsResponse
 	(*WaitRequest)(nil),           // 22: berth.tasks.v1.WaitRequest
 	(*WaitResponse)(nil),          // 23: berth.tasks.v1.WaitResponse
-	(*timestamppb.Timestamp)(nil), // 24: google.protobuf.Timestamp
-	(*emptypb.Empty)(nil),         // 25: google.protobuf.Empty
+	(*MetricsRequest)(nil),        // 24: berth.tasks.v1.MetricsRequest
+	(*TaskMetrics)(nil),           // 25: berth.tasks.v1.TaskMetrics
+	(*MetricsResponse)(nil),       // 26: berth.tasks.v1.MetricsResponse
+	(*UpdateTaskRequest)(nil),     // 27: berth.tasks.v1.UpdateTaskRequest
+	(*timestamppb.Timestamp)(nil), // 28: google.protobuf.Timestamp
+	(*v1.Metrics)(nil),            // 29: berth.types.v1.Metrics
+	(*emptypb.Empty)(nil),         // 30: google.protobuf.Empty
 }
 var file_tasks_v1_tasks_proto_depIdxs = []int32{
 	0,  // 0: berth.tasks.v1.Process.status:type_name -> berth.tasks.v1.Status
-	24, // 1: berth.tasks.v1.Process.exited_at:type_name -> google.protobuf.Timestamp
-	24, // 2: berth.tasks.v1.DeleteResponse.exited_at:type_name -> google.protobuf.Timestamp
+	28, // 1: berth.tasks.v1.Process.exited_at:type_name -> google.protobuf.Timestamp
+	28, // 2: berth.tasks.v1.DeleteResponse.exited_at:type_name -> google.protobuf.Timestamp
 	1,  // 3: berth.tasks.v1.GetResponse.process:type_name -> berth.tasks.v1.Process
 	1,  // 4: berth.tasks.v1.ListTasksResponse.tasks:type_name -> berth.tasks.v1.Process
 	20, // 5: berth.tasks.v1.ListPidsResponse.processes:type_name -> berth.tasks.v1.ProcessInfo
-	24, // 6: berth.tasks.v1.WaitResponse.exited_at:type_name -> google.protobuf.Timestamp
-	2,  // 7: berth.tasks.v1.Tasks.Create:input_type -> berth.tasks.v1.CreateTaskRequest
-	4,  // 8: berth.tasks.v1.Tasks.Start:input_type -> berth.tasks.v1.StartRequest
-	6,  // 9: berth.tasks.v1.Tasks.Delete:input_type -> berth.tasks.v1.DeleteTaskRequest
-	7,  // 10: berth.tasks.v1.Tasks.DeleteProcess:input_type -> berth.tasks.v1.DeleteProcessRequest
-	9,  // 11: berth.tasks.v1.Tasks.Get:input_type -> berth.tasks.v1.GetRequest
-	11, // 12: berth.tasks.v1.Tasks.List:input_type -> berth.tasks.v1.ListTasksRequest
-	13, // 13: berth.tasks.v1.Tasks.Kill:input_type -> berth.tasks.v1.KillRequest
-	14, // 14: berth.tasks.v1.Tasks.Exec:input_type -> berth.tasks.v1.ExecProcessRequest
-	15, // 15: berth.tasks.v1.Tasks.ResizePty:input_type -> berth.tasks.v1.ResizePtyRequest
-	16, // 16: berth.tasks.v1.Tasks.CloseIO:input_type -> berth.tasks.v1.CloseIORequest
-	17, // 17: berth.tasks.v1.Tasks.Pause:input_type -> berth.tasks.v1.PauseTaskRequest
-	18, // 18: berth.tasks.v1.Tasks.Resume:input_type -> berth.tasks.v1.ResumeTaskRequest
-	19, // 19: berth.tasks.v1.Tasks.ListPids:input_type -> berth.tasks.v1.ListPidsRequest
-	22, // 20: berth.tasks.v1.Tasks.Wait:input_type -> berth.tasks.v1.WaitRequest
-	3,  // 21: berth.tasks.v1.Tasks.Create:output_type -> berth.tasks.v1.CreateTaskResponse
-	5,  // 22: berth.tasks.v1.Tasks.Start:output_type -> berth.tasks.v1.StartResponse
-	8,  // 23: berth.tasks.v1.Tasks.Delete:output_type -> berth.tasks.v1.DeleteResponse
-	8,  // 24: berth.tasks.v1.Tasks.DeleteProcess:output_type -> berth.tasks.v1.DeleteResponse
-	10, // 25: berth.tasks.v1.Tasks.Get:output_type -> berth.tasks.v1.GetResponse
-	12, // 26: berth.tasks.v1.Tasks.List:output_type -> berth.tasks.v1.ListTasksResponse
-	25, // 27: berth.tasks.v1.Tasks.Kill:output_type -> google.protobuf.Empty
-	25, // 28: berth.tasks.v1.Tasks.Exec:output_type -> google.protobuf.Empty
-	25, // 29: berth.tasks.v1.Tasks.ResizePty:output_type -> google.protobuf.Empty
-	25, // 30: berth.tasks.v1.Tasks.CloseIO:output_type -> google.protobuf.Empty
-	25, // 31: berth.tasks.v1.Tasks.Pause:output_type -> google.protobuf.Empty
-	25, // 32: berth.tasks.v1.Tasks.Resume:output_type -> google.protobuf.Empty
-	21, // 33: berth.tasks.v1.Tasks.ListPids:output_type -> berth.tasks.v1.ListPidsResponse
-	23, // 34: berth.tasks.v1.Tasks.Wait:output_type -> berth.tasks.v1.WaitResponse
-	21, // [21:35] is the sub-list for method output_type
-	7,  // [7:21] is the sub-list for method input_type
-	7,  // [7:7] is the sub-list for extension type_name
-	7,  // [7:7] is the sub-list for extension extendee
-	0,  // [0:7] is the sub-list for field type_name
+	28, // 6: berth.tasks.v1.WaitResponse.exited_at:type_name -> google.protobuf.Timestamp
+	29, // 7: berth.tasks.v1.TaskMetrics.metrics:type_name -> berth.types.v1.Metrics
+	25, // 8: berth.tasks.v1.MetricsResponse.metrics:type_name -> berth.tasks.v1.TaskMetrics
+	2,  // 9: berth.tasks.v1.Tasks.Create:input_type -> berth.tasks.v1.CreateTaskRequest
+	4,  // 10: berth.tasks.v1.Tasks.Start:input_type -> berth.tasks.v1.StartRequest
+	6,  // 11: berth.tasks.v1.Tasks.Delete:input_type -> berth.tasks.v1.DeleteTaskRequest
+	7,  // 12: berth.tasks.v1.Tasks.DeleteProcess:input_type -> berth.tasks.v1.DeleteProcessRequest
+	9,  // 13: berth.tasks.v1.Tasks.Get:input_type -> berth.tasks.v1.GetRequest
+	11, // 14: berth.tasks.v1.Tasks.List:input_type -> berth.tasks.v1.ListTasksRequest
+	13, // 15: berth.tasks.v1.Tasks.Kill:input_type -> berth.tasks.v1.KillRequest
+	14, // 16: berth.tasks.v1.Tasks.Exec:input_type -> berth.tasks.v1.ExecProcessRequest
+	15, // 17: berth.tasks.v1.Tasks.ResizePty:input_type -> berth.tasks.v1.ResizePtyRequest
+	16, // 18: berth.tasks.v1.Tasks.CloseIO:input_type -> berth.tasks.v1.CloseIORequest
+	17, // 19: berth.tasks.v1.Tasks.Pause:input_type -> berth.tasks.v1.PauseTaskRequest
+	18, // 20: berth.tasks.v1.Tasks.Resume:input_type -> berth.tasks.v1.ResumeTaskRequest
+	19, // 21: berth.tasks.v1.Tasks.ListPids:input_type -> berth.tasks.v1.ListPidsRequest
+	22, // 22: berth.tasks.v1.Tasks.Wait:input_type -> berth.tasks.v1.WaitRequest
+	24, // 23: berth.tasks.v1.Tasks.Metrics:input_type -> berth.tasks.v1.MetricsRequest
+	27, // 24: berth.tasks.v1.Tasks.Update:input_type -> berth.tasks.v1.UpdateTaskRequest
+	3,  // 25: berth.tasks.v1.Tasks.Create:output_type -> berth.tasks.v1.CreateTaskResponse
+	5,  // 26: berth.tasks.v1.Tasks.Start:output_type -> berth.tasks.v1.StartResponse
+	8,  // 27: berth.tasks.v1.Tasks.Delete:output_type -> berth.tasks.v1.DeleteResponse
+	8,  // 28: berth.tasks.v1.Tasks.DeleteProcess:output_type -> berth.tasks.v1.DeleteResponse
+	10, // 29: berth.tasks.v1.Tasks.Get:output_type -> berth.tasks.v1.GetResponse
+	12, // 30: berth.tasks.v1.Tasks.List:output_type -> berth.tasks.v1.ListTasksResponse
+	30, // 31: berth.tasks.v1.Tasks.Kill:output_type -> google.protobuf.Empty
+	30, // 32: berth.tasks.v1.Tasks.Exec:output_type -> google.protobuf.Empty
+	30, // 33: berth.tasks.v1.Tasks.ResizePty:output_type -> google.protobuf.Empty
+	30, // 34: berth.tasks.v1.Tasks.CloseIO:output_type -> google.protobuf.Empty
+	30, // 35: berth.tasks.v1.Tasks.Pause:output_type -> google.protobuf.Empty
+	30, // 36: berth.tasks.v1.Tasks.Resume:output_type -> google.protobuf.Empty
+	21, // 37: berth.tasks.v1.Tasks.ListPids:output_type -> berth.tasks.v1.ListPidsResponse
+	23, // 38: berth.tasks.v1.Tasks.Wait:output_type -> berth.tasks.v1.WaitResponse
+	26, // 39: berth.tasks.v1.Tasks.Metrics:output_type -> berth.tasks.v1.MetricsResponse
+	30, // 40: berth.tasks.v1.Tasks.Update:output_type -> google.protobuf.Empty
+	25, // [25:41] is the sub-list for method output_type
+	9,  // [9:25] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_tasks_v1_tasks_proto_init() }
@@ -1595,7 +1851,7 @@ func file_tasks_v1_tasks_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tasks_v1_tasks_proto_rawDesc), len(file_tasks_v1_tasks_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   23,
+			NumMessages:   27,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

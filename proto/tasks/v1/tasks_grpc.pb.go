@@ -34,6 +34,8 @@ const (
 	Tasks_Resume_FullMethodName        = "/berth.tasks.v1.Tasks/Resume"
 	Tasks_ListPids_FullMethodName      = "/berth.tasks.v1.Tasks/ListPids"
 	Tasks_Wait_FullMethodName          = "/berth.tasks.v1.Tasks/Wait"
+	Tasks_Metrics_FullMethodName       = "/berth.tasks.v1.Tasks/Metrics"
+	Tasks_Update_FullMethodName        = "/berth.tasks.v1.Tasks/Update"
 )
 
 // TasksClient is the client API for Tasks service.
@@ -76,6 +78,11 @@ type TasksClient interface {
 	ListPids(ctx context.Context, in *ListPidsRequest, opts ...grpc.CallOption) (*ListPidsResponse, error)
 	// Wait blocks until the process exits and returns its exit status.
 	Wait(ctx context.Context, in *WaitRequest, opts ...grpc.CallOption) (*WaitResponse, error)
+	// Metrics samples the resource usage of running tasks, several at once.
+	Metrics(ctx context.Context, in *MetricsRequest, opts ...grpc.CallOption) (*MetricsResponse, error)
+	// Update changes the resources of a running task; the container record
+	// is the caller's to update.
+	Update(ctx context.Context, in *UpdateTaskRequest, opts ...grpc.CallOption) (*emptypb.Empty, error)
 }
 
 type tasksClient struct {
@@ -226,6 +233,26 @@ func (c *tasksClient) Wait(ctx context.Context, in *WaitRequest, opts ...grpc.Ca
 	return out, nil
 }
 
+func (c *tasksClient) Metrics(ctx context.Context, in *MetricsRequest, opts ...grpc.CallOption) (*MetricsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(MetricsResponse)
+	err := c.cc.Invoke(ctx, Tasks_Metrics_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *tasksClient) Update(ctx context.Context, in *UpdateTaskRequest, opts ...grpc.CallOption) (*emptypb.Empty, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(emptypb.Empty)
+	err := c.cc.Invoke(ctx, Tasks_Update_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // TasksServer is the server API for Tasks service.
 // All implementations must embed UnimplementedTasksServer
 // for forward compatibility.
@@ -266,6 +293,11 @@ type TasksServer interface {
 	ListPids(context.Context, *ListPidsRequest) (*ListPidsResponse, error)
 	// Wait blocks until the process exits and returns its exit status.
 	Wait(context.Context, *WaitRequest) (*WaitResponse, error)
+	// Metrics samples the resource usage of running tasks, several at once.
+	Metrics(context.Context, *MetricsRequest) (*MetricsResponse, error)
+	// Update changes the resources of a running task; the container record
+	// is the caller's to update.
+	Update(context.Context, *UpdateTaskRequest) (*emptypb.Empty, error)
 	mustEmbedUnimplementedTasksServer()
 }
 
@@ -317,6 +349,12 @@ func (UnimplementedTasksServer) ListPids(context.Context, *ListPidsRequest) (*Li
 }
 func (UnimplementedTasksServer) Wait(context.Context, *WaitRequest) (*WaitResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Wait not implemented")
+}
+func (UnimplementedTasksServer) Metrics(context.Context, *MetricsRequest) (*MetricsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Metrics not implemented")
+}
+func (UnimplementedTasksServer) Update(context.Context, *UpdateTaskRequest) (*emptypb.Empty, error) {
+	return nil, status.Error(codes.Unimplemented, "method Update not implemented")
 }
 func (UnimplementedTasksServer) mustEmbedUnimplementedTasksServer() {}
 func (UnimplementedTasksServer) testEmbeddedByValue()               {}
@@ -591,6 +629,42 @@ func _Tasks_Wait_Handler(srv interface{}, ctx context.Context, dec func(interfac
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Tasks_Metrics_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(MetricsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TasksServer).Metrics(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Tasks_Metrics_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TasksServer).Metrics(ctx, req.(*MetricsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Tasks_Update_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UpdateTaskRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TasksServer).Update(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Tasks_Update_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TasksServer).Update(ctx, req.(*UpdateTaskRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Tasks_ServiceDesc is the grpc.ServiceDesc for Tasks service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -653,6 +727,14 @@ var Tasks_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Wait",
 			Handler:    _Tasks_Wait_Handler,
+		},
+		{
+			MethodName: "Metrics",
+			Handler:    _Tasks_Metrics_Handler,
+		},
+		{
+			MethodName: "Update",
+			Handler:    _Tasks_Update_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -46,6 +46,7 @@ const (
 	TopicStart  = "/tasks/start"
 	TopicExit   = "/tasks/exit"
 	TopicDelete = "/tasks/delete"
+	TopicOOM    = "/tasks/oom"
 )
 
 const (
@@ -107,6 +108,8 @@ type task struct {
 	// deleting is set while Delete runs, so that the exit watcher does
 	// not take the shim's going for a death.
 	deleting bool
+	// oomPublished counts the /tasks/oom events published for the task.
+	oomPublished uint64
 }
 
 // New returns the tasks service and reconnects to the shims of the tasks
@@ -304,6 +307,7 @@ func (s *Service) Create(ctx context.Context, req *tasksv1.CreateTaskRequest) (_
 	}
 	t.pid = cr.GetPid()
 	s.watch(t, "", t.pid)
+	s.watchOOM(t, false)
 	s.publish(ctx, ns, TopicCreate, &eventsv1.TaskCreate{ContainerId: id, Bundle: t.bundle, Pid: cr.GetPid()})
 	return &tasksv1.CreateTaskResponse{ContainerId: id, Pid: cr.GetPid()}, nil
 }
@@ -440,6 +444,9 @@ func (s *Service) watch(t *task, execID string, pid uint32) {
 		defer s.wg.Done()
 		wr, err := svc.Wait(s.ctx, &shimv1.WaitRequest{Id: t.id, ExecId: execID})
 		if err == nil {
+			if wr.GetOomKilled() && execID == "" {
+				s.publishOOM(t, 0)
+			}
 			s.publish(s.ctx, t.ns, TopicExit, &eventsv1.TaskExit{
 				ContainerId: t.id, Id: execID, Pid: pid, ExitStatus: wr.GetExitStatus(), ExitedAt: wr.GetExitedAt(),
 			})
@@ -475,6 +482,9 @@ func (s *Service) reapDeadShim(ctx context.Context, t *task) {
 	}
 	t.client, t.shim, t.exit = nil, nil, e
 	s.mu.Unlock()
+	if e.OOMKilled {
+		s.publishOOM(t, 0)
+	}
 	s.publish(ctx, t.ns, TopicExit, &eventsv1.TaskExit{
 		ContainerId: t.id, Pid: e.Pid, ExitStatus: e.ExitStatus, ExitedAt: timestamppb.New(e.ExitedAt),
 	})
@@ -505,6 +515,7 @@ func (s *Service) recover(ctx context.Context) error {
 			s.mu.Unlock()
 			if s.reconnect(ctx, t) {
 				s.watch(t, "", t.pid)
+				s.watchOOM(t, true)
 				continue
 			}
 			s.reapDeadShim(ctx, t)
@@ -654,7 +665,7 @@ func (s *Service) state(ctx context.Context, t *task, execID string) (*tasksv1.P
 			return nil, errdefs.Errorf(errdefs.ErrNotFound, "process %q of task %q not found: the task is stopped", execID, t.id)
 		}
 		return &tasksv1.Process{Id: t.id, Pid: exit.Pid, Status: tasksv1.Status_STATUS_STOPPED,
-			ExitStatus: exit.ExitStatus, ExitedAt: timestamppb.New(exit.ExitedAt)}, nil
+			ExitStatus: exit.ExitStatus, ExitedAt: timestamppb.New(exit.ExitedAt), OomKilled: exit.OOMKilled}, nil
 	}
 	st, err := svc.State(ctx, &shimv1.StateRequest{Id: t.id, ExecId: execID})
 	if err != nil {
@@ -663,7 +674,7 @@ func (s *Service) state(ctx context.Context, t *task, execID string) (*tasksv1.P
 	return &tasksv1.Process{
 		Id: t.id, ExecId: st.GetExecId(), Pid: st.GetPid(), Status: tasksv1.Status(st.GetStatus()),
 		Stdin: st.GetStdin(), Stdout: st.GetStdout(), Stderr: st.GetStderr(), Terminal: st.GetTerminal(),
-		ExitStatus: st.GetExitStatus(), ExitedAt: st.GetExitedAt(),
+		ExitStatus: st.GetExitStatus(), ExitedAt: st.GetExitedAt(), OomKilled: st.GetOomKilled(),
 	}, nil
 }
 
@@ -805,13 +816,13 @@ func (s *Service) Wait(ctx context.Context, req *tasksv1.WaitRequest) (*tasksv1.
 		if exit == nil || req.GetExecId() != "" {
 			return nil, errdefs.Errorf(errdefs.ErrNotFound, "process %q of task %q not found: the task is stopped", req.GetExecId(), t.id)
 		}
-		return &tasksv1.WaitResponse{ExitStatus: exit.ExitStatus, ExitedAt: timestamppb.New(exit.ExitedAt)}, nil
+		return &tasksv1.WaitResponse{ExitStatus: exit.ExitStatus, ExitedAt: timestamppb.New(exit.ExitedAt), OomKilled: exit.OOMKilled}, nil
 	}
 	wr, err := svc.Wait(ctx, &shimv1.WaitRequest{Id: t.id, ExecId: req.GetExecId()})
 	if err != nil {
 		return nil, errdefs.FromGRPC(err)
 	}
-	return &tasksv1.WaitResponse{ExitStatus: wr.GetExitStatus(), ExitedAt: wr.GetExitedAt()}, nil
+	return &tasksv1.WaitResponse{ExitStatus: wr.GetExitStatus(), ExitedAt: wr.GetExitedAt(), OomKilled: wr.GetOomKilled()}, nil
 }
 
 func readPid(path string) (int, error) {

@@ -132,3 +132,19 @@ func (p *proxy) Wait(ctx context.Context, req *tasksv1.WaitRequest) (*tasksv1.Wa
 	}
 	return resp, nil
 }
+
+func (p *proxy) Metrics(ctx context.Context, req *tasksv1.MetricsRequest) (*tasksv1.MetricsResponse, error) {
+	resp, err := p.client.Metrics(ctx, req)
+	if err != nil {
+		return nil, errdefs.FromGRPC(err)
+	}
+	return resp, nil
+}
+
+func (p *proxy) Update(ctx context.Context, req *tasksv1.UpdateTaskRequest) (*emptypb.Empty, error) {
+	resp, err := p.client.Update(ctx, req)
+	if err != nil {
+		return nil, errdefs.FromGRPC(err)
+	}
+	return resp, nil
+}

@@ -139,3 +139,19 @@ func (s *service) Wait(ctx context.Context, req *tasksv1.WaitRequest) (*tasksv1.
 	}
 	return resp, nil
 }
+
+func (s *service) Metrics(ctx context.Context, req *tasksv1.MetricsRequest) (*tasksv1.MetricsResponse, error) {
+	resp, err := s.svc.Metrics(ctx, req)
+	if err != nil {
+		return nil, errdefs.ToGRPC(err)
+	}
+	return resp, nil
+}
+
+func (s *service) Update(ctx context.Context, req *tasksv1.UpdateTaskRequest) (*emptypb.Empty, error) {
+	resp, err := s.svc.Update(ctx, req)
+	if err != nil {
+		return nil, errdefs.ToGRPC(err)
+	}
+	return resp, nil
+}
