@@ -37,6 +37,11 @@ type createOptions struct {
 	labels     []string
 	network    string
 	autoRemove bool
+	// interactive (-i) keeps stdin open; tty (-t) gives the process a
+	// terminal; attach (-a) names the streams run attaches.
+	interactive bool
+	tty         bool
+	attach      []string
 	// entrypointSet tells --entrypoint "" (no entrypoint) from no flag.
 	entrypointSet bool
 }
@@ -53,6 +58,9 @@ func (o *createOptions) addFlags(flags *pflag.FlagSet) {
 	flags.StringArrayVarP(&o.labels, "label", "l", nil, "Set meta data on a container")
 	flags.StringVar(&o.network, "network", "", "Connect a container to a network: none or host")
 	flags.BoolVar(&o.autoRemove, "rm", false, "Automatically remove the container when it exits")
+	flags.BoolVarP(&o.interactive, "interactive", "i", false, "Keep STDIN open even if not attached")
+	flags.BoolVarP(&o.tty, "tty", "t", false, "Allocate a pseudo-TTY")
+	flags.StringSliceVarP(&o.attach, "attach", "a", nil, "Attach to STDIN, STDOUT or STDERR")
 }
 
 func newCreateCommand(c *CLI) *cobra.Command {
@@ -90,6 +98,10 @@ const createLeaseExpiry = time.Hour
 // failure nothing of it stays.
 func (c *CLI) createContainer(ctx context.Context, cl *client.Client, o createOptions, image string, cmdArgs []string) (_ containers.Container, retErr error) {
 	runOpts, err := o.runOptions(cmdArgs)
+	if err != nil {
+		return containers.Container{}, err
+	}
+	stdio, err := o.stdio()
 	if err != nil {
 		return containers.Container{}, err
 	}
@@ -188,6 +200,7 @@ func (c *CLI) createContainer(ctx context.Context, cl *client.Client, o createOp
 	}
 
 	st, _ := json.Marshal(containerState{AutoRemove: o.autoRemove})
+	stdioJSON, _ := json.Marshal(stdio)
 	record := containers.Container{
 		ID:          id,
 		Name:        o.name,
@@ -197,7 +210,10 @@ func (c *CLI) createContainer(ctx context.Context, cl *client.Client, o createOp
 		Spec:        &anypb.Any{TypeUrl: containers.SpecTypeURL, Value: spec},
 		Snapshotter: snapshotter,
 		SnapshotKey: id,
-		Extensions:  map[string]*anypb.Any{stateExtension: {TypeUrl: stateTypeURL, Value: st}},
+		Extensions: map[string]*anypb.Any{
+			stateExtension: {TypeUrl: stateTypeURL, Value: st},
+			stdioExtension: {TypeUrl: stdioTypeURL, Value: stdioJSON},
+		},
 	}
 	// A generated name may be taken; Docker retries with a digit added.
 	for retry := 0; ; retry++ {
@@ -242,6 +258,7 @@ func (o createOptions) runOptions(cmdArgs []string) (ocispec.RunOptions, error) 
 		WorkingDir: o.workdir,
 		Hostname:   o.hostname,
 		LookupEnv:  os.LookupEnv,
+		Tty:        o.tty,
 	}
 	if o.entrypointSet {
 		ro.Entrypoint = []string{o.entrypoint}

@@ -1,0 +1,263 @@
+package integration
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// tmuxCount makes each test's tmux server socket unique.
+var tmuxCount atomic.Int64
+
+// pane is a berth command running on the terminal of a tmux pane, on a
+// private tmux server that the test kills when it ends.
+type pane struct {
+	t      *testing.T
+	socket string
+	status string // file the pane's shell writes berth's exit status to
+}
+
+// runInPane runs berth with args in a new tmux session of width x height.
+func (d *daemon) runInPane(t *testing.T, width, height int, args ...string) *pane {
+	t.Helper()
+	if _, err := exec.LookPath("tmux"); err != nil {
+		t.Skip("tmux is not installed")
+	}
+	p := &pane{
+		t:      t,
+		socket: fmt.Sprintf("berth-it-%d-%d", os.Getpid(), tmuxCount.Add(1)),
+		status: filepath.Join(t.TempDir(), "status"),
+	}
+	line := shellQuote(filepath.Join(env.bin, "berth")) + " --address " + shellQuote(d.address)
+	for _, a := range args {
+		line += " " + shellQuote(a)
+	}
+	// The pane stays after berth exits, so that its last output can be read.
+	script := line + "; echo $? > " + shellQuote(p.status) + "; sleep 600"
+	t.Cleanup(func() { exec.Command("tmux", "-L", p.socket, "kill-server").Run() })
+	out, err := exec.Command("tmux", "-L", p.socket, "-f", "/dev/null", "new-session", "-d", "-s", "it",
+		"-x", fmt.Sprint(width), "-y", fmt.Sprint(height), "sh", "-c", script).CombinedOutput()
+	if err != nil {
+		t.Fatalf("tmux new-session: %v: %s", err, out)
+	}
+	return p
+}
+
+func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
+
+func (p *pane) tmux(args ...string) string {
+	p.t.Helper()
+	out, err := exec.Command("tmux", append([]string{"-L", p.socket}, args...)...).CombinedOutput()
+	if err != nil {
+		p.t.Fatalf("tmux %v: %v: %s", args, err, out)
+	}
+	return string(out)
+}
+
+// screen is what the pane shows.
+func (p *pane) screen() string { return p.tmux("capture-pane", "-p", "-t", "it") }
+
+// waitFor waits until the pane shows a line that is want, trimmed.
+func (p *pane) waitFor(want string) {
+	p.t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		s := p.screen()
+		for _, l := range strings.Split(s, "\n") {
+			if strings.TrimSpace(l) == want {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			p.t.Fatalf("the pane does not show a line %q within 20s; it shows:\n%s", want, s)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// typeLine types s and Enter.
+func (p *pane) typeLine(s string) {
+	p.t.Helper()
+	p.tmux("send-keys", "-t", "it", "-l", s)
+	p.tmux("send-keys", "-t", "it", "Enter")
+}
+
+// exitStatus waits for berth to exit and returns its status.
+func (p *pane) exitStatus() string {
+	p.t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if b, err := os.ReadFile(p.status); err == nil && strings.HasSuffix(string(b), "\n") {
+			return strings.TrimSpace(string(b))
+		}
+		if time.Now().After(deadline) {
+			p.t.Fatalf("berth did not exit within 20s; the pane shows:\n%s", p.screen())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// logEntries reads a container's json log.
+func (d *daemon) logEntries(t *testing.T, id string) []map[string]string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(d.root, "containers", id, id+"-json.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var entries []map[string]string
+	for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		var e map[string]string
+		if err := json.Unmarshal([]byte(l), &e); err != nil {
+			t.Fatalf("log line %q: %v", l, err)
+		}
+		entries = append(entries, e)
+	}
+	return entries
+}
+
+func TestRunInteractiveTerminal(t *testing.T) {
+	d := containerDaemon(t)
+	p := d.runInPane(t, 80, 24, "run", "-it", "--name", "it1", "busybox", "sh")
+	p.waitFor("/ #")
+	p.typeLine("echo $((6*7))")
+	p.waitFor("42")
+	p.typeLine("stty size")
+	p.waitFor("24 80")
+	p.tmux("resize-window", "-t", "it", "-x", "100", "-y", "30")
+	p.typeLine("stty size")
+	p.waitFor("30 100")
+	p.typeLine("exit 3")
+	if got := p.exitStatus(); got != "3" {
+		t.Fatalf("berth run -it ... exit 3: status %s; want 3\n%s", got, p.screen())
+	}
+	// The terminal's output is one stream, logged as stdout.
+	id := strings.TrimSpace(d.must("inspect", "-f", "{{.Id}}", "it1"))
+	entries := d.logEntries(t, id)
+	found := false
+	for _, e := range entries {
+		if e["stream"] != "stdout" {
+			t.Errorf("log entry %v of a -t container is not on stdout", e)
+		}
+		found = found || strings.TrimSpace(e["log"]) == "42"
+	}
+	if !found {
+		t.Errorf("the log has no line 42: %v", entries)
+	}
+	if got := strings.TrimSpace(d.must("inspect", "-f", "{{.Config.Tty}} {{.Config.OpenStdin}} {{.State.ExitCode}}", "it1")); got != "true true 3" {
+		t.Errorf("inspect Tty OpenStdin ExitCode: %q; want \"true true 3\"", got)
+	}
+	d.must("rm", "it1")
+}
+
+func TestRunInteractiveDetachAndExec(t *testing.T) {
+	d := containerDaemon(t)
+	p := d.runInPane(t, 80, 24, "run", "-it", "--name", "det", "busybox", "sh")
+	p.waitFor("/ #")
+	p.tmux("send-keys", "-t", "it", "C-p", "C-q")
+	if got := p.exitStatus(); got != "0" {
+		t.Fatalf("detach: berth exited with %s; want 0\n%s", got, p.screen())
+	}
+	if got := strings.TrimSpace(d.must("inspect", "-f", "{{.State.Status}}", "det")); got != "running" {
+		t.Fatalf("after a detach the container is %s; want running", got)
+	}
+	if out := d.must("exec", "det", "echo", "still here"); out != "still here\n" {
+		t.Fatalf("exec after detach: %q", out)
+	}
+	// Output written to the terminal nobody reads goes to the log, and far
+	// more than a fifo holds does not stall the container.
+	start := time.Now()
+	d.must("exec", "det", "sh", "-c", "seq 1 30000 > /proc/1/fd/1")
+	if el := time.Since(start); el > 10*time.Second {
+		t.Errorf("writing 170 kB to the detached terminal took %v", el)
+	}
+	id := strings.TrimSpace(d.must("inspect", "-f", "{{.Id}}", "det"))
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		entries := d.logEntries(t, id)
+		if last := entries[len(entries)-1]; strings.TrimSpace(last["log"]) == "30000" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the log does not end with 30000 after a detach: last entries %v", entries[max(0, len(entries)-3):])
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+
+	// exec -it into the running container.
+	e := d.runInPane(t, 90, 20, "exec", "-it", "det", "sh")
+	e.waitFor("/ #")
+	e.typeLine("echo $((7*6)) $TERM")
+	e.waitFor("42 xterm")
+	e.typeLine("stty size")
+	e.waitFor("20 90")
+	e.typeLine("exit 4")
+	if got := e.exitStatus(); got != "4" {
+		t.Fatalf("exec -it ... exit 4: status %s\n%s", got, e.screen())
+	}
+	d.must("rm", "-f", "det")
+}
+
+func TestStartAttachInteractive(t *testing.T) {
+	d := containerDaemon(t)
+	d.must("create", "-it", "--name", "sa", "busybox", "sh")
+	p := d.runInPane(t, 80, 24, "start", "-ai", "sa")
+	p.waitFor("/ #")
+	p.typeLine("echo $((6*7))")
+	p.waitFor("42")
+	// ctrl-c is a byte for the terminal: it interrupts the shell's
+	// command, not berth.
+	p.typeLine("sleep 100")
+	time.Sleep(300 * time.Millisecond)
+	p.tmux("send-keys", "-t", "it", "C-c")
+	p.typeLine("echo after $((1+1))")
+	p.waitFor("after 2")
+	p.typeLine("exit 5")
+	if got := p.exitStatus(); got != "5" {
+		t.Fatalf("start -ai ... exit 5: status %s\n%s", got, p.screen())
+	}
+	d.must("rm", "sa")
+}
+
+func TestRunStdinWithoutTerminal(t *testing.T) {
+	d := containerDaemon(t)
+	out, errOut, code := d.berthIn([]byte("hi\n"), "run", "-i", "--rm", "busybox", "cat")
+	if code != 0 || out != "hi\n" {
+		t.Fatalf("echo hi | berth run -i --rm busybox cat: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	// Without -i, stdin is not attached: cat reads end of file at once.
+	out, errOut, code = d.berthIn([]byte("hi\n"), "run", "--rm", "busybox", "cat")
+	if code != 0 || out != "" {
+		t.Fatalf("berth run busybox cat without -i: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	// -t without -i needs no terminal; the output comes through one.
+	out, errOut, code = d.berth("run", "-t", "--rm", "busybox", "sh", "-c", "tty; echo out; echo err >&2")
+	if code != 0 || out != "/dev/pts/0\r\nout\r\nerr\r\n" {
+		t.Fatalf("berth run -t: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	// -it needs one.
+	out, errOut, code = d.berthIn([]byte("hi\n"), "run", "-it", "--rm", "busybox", "cat")
+	if code != 1 || !strings.Contains(errOut, "the input device is not a TTY") {
+		t.Fatalf("berth run -it with a pipe: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	if out := d.must("ps", "-aq"); out != "" {
+		t.Fatalf("a refused run -it left containers: %s", out)
+	}
+
+	d.must("run", "-d", "--name", "sl", "busybox", "sleep", "100")
+	big := strings.Repeat("0123456789abcdef", 1<<14) // 256 KiB, more than a fifo holds
+	out, errOut, code = d.berthIn([]byte(big), "exec", "-i", "sl", "sh", "-c", "cat | wc -c")
+	if code != 0 || strings.TrimSpace(out) != fmt.Sprint(len(big)) {
+		t.Fatalf("exec -i s wc -c: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	_, errOut, code = d.berth("run", "--detach-keys", "ctrl-1", "--rm", "busybox", "true")
+	if code != 125 || !strings.Contains(errOut, "invalid detach keys") {
+		t.Fatalf("run --detach-keys ctrl-1: exit %d, stderr %q", code, errOut)
+	}
+	d.must("rm", "-f", "sl")
+}
