@@ -67,11 +67,18 @@ func (p *pane) screen() string { return p.tmux("capture-pane", "-p", "-t", "it")
 // waitFor waits until the pane shows a line that is want, trimmed.
 func (p *pane) waitFor(want string) {
 	p.t.Helper()
+	p.waitForLine(want, func(l string) bool { return strings.TrimSpace(l) == want })
+}
+
+// waitForLine waits until the pane shows a line for which match is true.
+func (p *pane) waitForLine(what string, match func(line string) bool) {
+	p.t.Helper()
+	want := what
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		s := p.screen()
 		for _, l := range strings.Split(s, "\n") {
-			if strings.TrimSpace(l) == want {
+			if match(l) {
 				return
 			}
 		}
@@ -203,7 +210,33 @@ func TestRunInteractiveDetachAndExec(t *testing.T) {
 	if got := e.exitStatus(); got != "4" {
 		t.Fatalf("exec -it ... exit 4: status %s\n%s", got, e.screen())
 	}
+
+	// attach finds the fifos run left; detaching from it is Docker's
+	// "read escape sequence" with status 1; a second attach ends with the
+	// container's status.
+	a := d.runInPane(t, 80, 24, "attach", "det")
+	time.Sleep(300 * time.Millisecond)
+	a.typeLine("echo $((5*5))")
+	a.waitFor("25")
+	a.tmux("send-keys", "-t", "it", "C-p", "C-q")
+	if got := a.exitStatus(); got != "1" {
+		t.Fatalf("detach from attach: status %s; want 1\n%s", got, a.screen())
+	}
+	// Printed where the cursor is, after the prompt, as Docker.
+	a.waitForLine("... read escape sequence", func(l string) bool { return strings.HasSuffix(strings.TrimSpace(l), "read escape sequence") })
+	a = d.runInPane(t, 80, 24, "attach", "det")
+	time.Sleep(300 * time.Millisecond)
+	a.typeLine("exit 6")
+	if got := a.exitStatus(); got != "6" {
+		t.Fatalf("attach ... exit 6: status %s; want 6\n%s", got, a.screen())
+	}
 	d.must("rm", "-f", "det")
+
+	d.must("run", "-d", "--name", "bg", "busybox", "sleep", "100")
+	if _, errOut, code := d.berth("attach", "bg"); code != 1 || !strings.Contains(errOut, "was started detached") {
+		t.Errorf("attach to a run -d container: status %d, stderr %q", code, errOut)
+	}
+	d.must("rm", "-f", "bg")
 }
 
 func TestStartAttachInteractive(t *testing.T) {

@@ -160,11 +160,28 @@ func (p *processIO) start(ctx context.Context, s stdio, log *logs.Writer) error 
 		w := p.stdinW
 		go func() {
 			defer close(done)
-			io.Copy(w, in)
-			// End of input: the process reads end of file, except on a
-			// terminal, which stays open for the container.
-			if p.console == nil {
-				p.closeStdin()
+			for {
+				io.Copy(w, in)
+				// End of input: the process reads end of file, except on a
+				// terminal, which stays open for the container and takes the
+				// next writer of the fifo (a client that attaches).
+				if p.console == nil {
+					p.closeStdin()
+					return
+				}
+				next, err := fifo.OpenFifo(context.WithoutCancel(ctx), s.stdin, syscall.O_RDONLY|syscall.O_NONBLOCK, 0)
+				p.mu.Lock()
+				if err != nil || p.stdinR != in {
+					// The fifo is gone, or stdin was closed meanwhile.
+					p.mu.Unlock()
+					if next != nil {
+						next.Close()
+					}
+					return
+				}
+				in.Close()
+				in, p.stdinR = next, next
+				p.mu.Unlock()
 			}
 		}()
 	}
@@ -216,6 +233,9 @@ func openOutput(ctx context.Context, path string) (io.WriteCloser, error) {
 func (p *processIO) closeInput() {
 	p.mu.Lock()
 	done := p.stdinDone
+	if p.console != nil {
+		done = nil // a terminal's copier waits for writers for ever
+	}
 	p.mu.Unlock()
 	if done != nil {
 		select {

@@ -62,16 +62,31 @@ type clientIO struct {
 
 	restore   func() // restores the local terminal; idempotent
 	stopWinch func()
+	// keep leaves the fifos in place when closing: the process outlives
+	// this client (a detach) and `berth attach` may open them again.
+	keep bool
+	temp bool // dir is berth's own temporary folder: never kept
 }
 
-// newClientIO makes the fifos for o and starts copying their output. ctx
+// newClientIO makes the fifos for o in dir (a new temporary folder when
+// empty; else dir is made anew) and starts copying their output. ctx
 // bounds the fifo opens: cancel it if the process never starts.
-func (c *CLI) newClientIO(ctx context.Context, o attachOptions) (_ *clientIO, retErr error) {
-	dir, err := os.MkdirTemp("", "berth-io-")
-	if err != nil {
-		return nil, err
+func (c *CLI) newClientIO(ctx context.Context, o attachOptions, dir string) (_ *clientIO, retErr error) {
+	temp := dir == ""
+	if temp {
+		d, err := os.MkdirTemp("", "berth-io-")
+		if err != nil {
+			return nil, err
+		}
+		dir = d
+	} else {
+		// Fifos left by a client that detached from an earlier run.
+		os.RemoveAll(dir)
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return nil, err
+		}
 	}
-	cio := &clientIO{c: c, o: o, dir: dir, detached: make(chan struct{}), restore: func() {}, stopWinch: func() {}}
+	cio := &clientIO{c: c, o: o, dir: dir, temp: temp, detached: make(chan struct{}), restore: func() {}, stopWinch: func() {}}
 	defer func() {
 		if retErr != nil {
 			cio.close()
@@ -255,6 +270,7 @@ func (cio *clientIO) wait(ctx context.Context, cl *client.Client, id, execID str
 	case r := <-ch:
 		return r.resp, false, r.err
 	case <-cio.detached:
+		cio.keep = !cio.temp
 		return nil, true, nil
 	}
 }
@@ -282,5 +298,7 @@ func (cio *clientIO) close() {
 	for _, f := range cio.outs {
 		f.Close()
 	}
-	os.RemoveAll(cio.dir)
+	if !cio.keep && cio.dir != "" {
+		os.RemoveAll(cio.dir)
+	}
 }

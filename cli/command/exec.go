@@ -215,7 +215,7 @@ func execError(ctr containers.Container, err error) error {
 func (c *CLI) execAttached(ctx context.Context, cl *client.Client, ctr containers.Container, req *tasksv1.ExecProcessRequest, o attachOptions) error {
 	fctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	cio, err := c.newClientIO(fctx, o)
+	cio, err := c.newClientIO(fctx, o, "")
 	if err != nil {
 		return err
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -255,7 +256,13 @@ func (c *CLI) runAttached(ctx context.Context, cl *client.Client, ctr containers
 	}
 	fctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	cio, err := c.newClientIO(fctx, o)
+	// The fifos are in the container's folder, so that `berth attach` finds
+	// them after a detach; rm removes them with it.
+	dir, err := containerDir(ctx, cl, ctr.ID)
+	if err != nil {
+		return failed(err)
+	}
+	cio, err := c.newClientIO(fctx, o, filepath.Join(dir, "attach"))
 	if err != nil {
 		return failed(err)
 	}
