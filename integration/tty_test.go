@@ -210,6 +210,18 @@ func TestRunInteractiveDetachAndExec(t *testing.T) {
 	if got := e.exitStatus(); got != "4" {
 		t.Fatalf("exec -it ... exit 4: status %s\n%s", got, e.screen())
 	}
+	// Detaching from an exec is Docker's "read escape sequence", status 1;
+	// the exec goes on.
+	e = d.runInPane(t, 80, 24, "exec", "-it", "--detach-keys", "ctrl-a,x", "det", "sh", "-c", "echo ready; exec sleep 1000")
+	e.waitFor("ready")
+	e.tmux("send-keys", "-t", "it", "C-a", "x")
+	if got := e.exitStatus(); got != "1" {
+		t.Fatalf("detach from exec -it: status %s; want 1\n%s", got, e.screen())
+	}
+	e.waitForLine("read escape sequence", func(l string) bool { return strings.HasSuffix(strings.TrimSpace(l), "read escape sequence") })
+	if top := d.must("top", "det"); !strings.Contains(top, "sleep 1000") {
+		t.Fatalf("the exec detached from is gone: top shows\n%s", top)
+	}
 
 	// attach finds the fifos run left; detaching from it is Docker's
 	// "read escape sequence" with status 1; a second attach ends with the

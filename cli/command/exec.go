@@ -211,7 +211,7 @@ func execError(ctr containers.Container, err error) error {
 
 // execAttached runs the exec with the streams o names connected to
 // berth's, waits for it and ends with its exit status. On a detach berth
-// returns at once with status 0; the exec goes on.
+// returns at once with status 1, as Docker's; the exec goes on.
 func (c *CLI) execAttached(ctx context.Context, cl *client.Client, ctr containers.Container, req *tasksv1.ExecProcessRequest, o attachOptions) error {
 	fctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -246,7 +246,10 @@ func (c *CLI) execAttached(ctx context.Context, cl *client.Client, ctr container
 	cio.start(ctx, cl, ctr.ID, req.ExecId)
 	wr, detached, err := cio.wait(ctx, cl, ctr.ID, req.ExecId)
 	if detached {
-		return nil
+		// As Docker's exec: the exec goes on, berth says why it returned.
+		cio.restore()
+		fmt.Fprintln(c.Err, "read escape sequence")
+		return &statusError{code: ExitFailure}
 	}
 	if err != nil {
 		deleteProcess()
