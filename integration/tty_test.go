@@ -309,3 +309,31 @@ func TestRunStdinWithoutTerminal(t *testing.T) {
 	}
 	d.must("rm", "-f", "sl")
 }
+
+func TestRunDetachedInteractiveAttach(t *testing.T) {
+	d := containerDaemon(t)
+	// run -dit: a shell on a terminal nobody reads yet, attached later.
+	d.must("run", "-dit", "--name", "bgt", "busybox", "sh")
+	a := d.runInPane(t, 80, 24, "attach", "bgt")
+	time.Sleep(300 * time.Millisecond)
+	a.typeLine("echo $((8*8))")
+	a.waitFor("64")
+	a.tmux("send-keys", "-t", "it", "C-p", "C-q")
+	if got := a.exitStatus(); got != "1" {
+		t.Fatalf("detach from attach: status %s; want 1\n%s", got, a.screen())
+	}
+	d.must("rm", "-f", "bgt")
+
+	// run -di: stdin stays open (cat keeps running) until an attached
+	// client's input ends.
+	d.must("run", "-di", "--name", "bgc", "busybox", "cat")
+	time.Sleep(500 * time.Millisecond)
+	if got := strings.TrimSpace(d.must("inspect", "-f", "{{.State.Status}}", "bgc")); got != "running" {
+		t.Fatalf("run -di busybox cat is %s; want running", got)
+	}
+	out, errOut, code := d.berthIn([]byte("hi\n"), "attach", "bgc")
+	if code != 0 || out != "hi\n" {
+		t.Fatalf("echo hi | berth attach bgc: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	d.must("rm", "bgc")
+}

@@ -1,9 +1,16 @@
 package command
 
 import (
+	"context"
 	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 
+	"golang.org/x/sys/unix"
+
+	"github.com/berth-engine/berth/cli/client"
 	"github.com/berth-engine/berth/internal/errdefs"
 	"github.com/berth-engine/berth/services/containers"
 )
@@ -94,4 +101,48 @@ func startAttachOptions(ctr containers.Container, interactive bool, detachKeys s
 		stdin: interactive && stdioOf(ctr).OpenStdin, stdout: true, stderr: true,
 		tty: tty, detachKeys: keys, sigProxy: !tty,
 	}, nil
+}
+
+// detachedIO makes, for a container created with -i or -t that starts
+// detached (run -d, start), the fifos `berth attach` opens later, as
+// Docker lets one attach to `run -dit`; the shim opens them without
+// waiting for a reader. Other containers get none (nil): their output only
+// goes to the log. A running container is left alone.
+func detachedIO(ctx context.Context, cl *client.Client, ctr containers.Container) (*taskIO, error) {
+	tty := false
+	if s, err := specOf(ctr); err == nil && s.Process != nil {
+		tty = s.Process.Terminal
+	}
+	st := stdioOf(ctr)
+	if !st.OpenStdin && !tty {
+		return nil, nil
+	}
+	if p, err := taskOf(ctx, cl, ctr.ID); err != nil || isRunning(p) {
+		return nil, err
+	}
+	dir, err := containerDir(ctx, cl, ctr.ID)
+	if err != nil {
+		return nil, err
+	}
+	dir = filepath.Join(dir, "attach")
+	os.RemoveAll(dir) // fifos of an earlier run
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("making the fifos of container %s: %w", ctr.Name, err)
+	}
+	tio := &taskIO{dir: dir, terminal: tty, stdout: filepath.Join(dir, "stdout")}
+	if !tty {
+		tio.stderr = filepath.Join(dir, "stderr")
+	}
+	if st.OpenStdin {
+		tio.stdin = filepath.Join(dir, "stdin")
+	}
+	for _, p := range []string{tio.stdin, tio.stdout, tio.stderr} {
+		if p == "" {
+			continue
+		}
+		if err := unix.Mkfifo(p, 0o700); err != nil {
+			return nil, fmt.Errorf("making the fifos of container %s: %w", ctr.Name, err)
+		}
+	}
+	return tio, nil
 }

@@ -79,11 +79,15 @@ func newRunCommand(c *CLI) *cobra.Command {
 				return failed(err)
 			}
 			if detach {
-				if err := startTask(ctx, cl, ctr, nil); err != nil {
+				tio, err := detachedIO(ctx, cl, ctr)
+				if err == nil {
+					err = startTask(ctx, cl, ctr, tio)
+				}
+				if err != nil {
 					if o.autoRemove {
 						removeContainer(context.WithoutCancel(ctx), cl, ctr)
 					}
-					return err
+					return failed(err)
 				}
 				fmt.Fprintln(c.Out, ctr.ID)
 				return nil
@@ -135,8 +139,12 @@ func newStartCommand(c *CLI) *cobra.Command {
 			var errs []error
 			for _, arg := range args {
 				ctr, err := resolveContainer(ctx, cl, arg)
+				var tio *taskIO
 				if err == nil {
-					err = startTask(ctx, cl, ctr, nil)
+					tio, err = detachedIO(ctx, cl, ctr)
+				}
+				if err == nil {
+					err = startTask(ctx, cl, ctr, tio)
 				}
 				if err != nil {
 					errs = append(errs, err)
