@@ -288,6 +288,14 @@ func TestRunStdinWithoutTerminal(t *testing.T) {
 	if code != 0 || out != "/dev/pts/0\r\nout\r\nerr\r\n" {
 		t.Fatalf("berth run -t: exit %d, stdout %q, stderr %q", code, out, errOut)
 	}
+	// -a names the streams attached.
+	out, errOut, code = d.berth("run", "-a", "stdout", "--rm", "busybox", "sh", "-c", "echo out; echo err >&2")
+	if code != 0 || out != "out\n" || errOut != "" {
+		t.Fatalf("berth run -a stdout: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	if _, errOut, code = d.berth("run", "-d", "-a", "stdout", "busybox", "true"); code != 125 || !strings.Contains(errOut, "Conflicting options: -a and -d") {
+		t.Fatalf("berth run -d -a stdout: exit %d, stderr %q", code, errOut)
+	}
 	// -it needs one.
 	out, errOut, code = d.berthIn([]byte("hi\n"), "run", "-it", "--rm", "busybox", "cat")
 	if code != 1 || !strings.Contains(errOut, "the input device is not a TTY") {

@@ -93,23 +93,16 @@ func (c *CLI) newClientIO(ctx context.Context, o attachOptions, dir string) (_ *
 		}
 	}()
 	cio.tio = taskIO{dir: dir, terminal: o.tty}
-	outputs := []struct {
+	// With a terminal, stderr comes through the terminal too.
+	for _, s := range []struct {
 		path *string
 		name string
+		on   bool
 		w    io.Writer
-	}{{&cio.tio.stdout, "stdout", c.Out}}
-	// With a terminal, stderr comes through the terminal too.
-	if !o.tty && o.stderr {
-		outputs = append(outputs, struct {
-			path *string
-			name string
-			w    io.Writer
-		}{&cio.tio.stderr, "stderr", c.Err})
-	}
-	if !o.stdout {
-		outputs = outputs[1:]
-	}
-	for _, s := range outputs {
+	}{{&cio.tio.stdout, "stdout", o.stdout, c.Out}, {&cio.tio.stderr, "stderr", o.stderr && !o.tty, c.Err}} {
+		if !s.on {
+			continue
+		}
 		*s.path = filepath.Join(dir, s.name)
 		f, err := fifo.OpenFifo(ctx, *s.path, syscall.O_RDONLY|syscall.O_CREAT|syscall.O_NONBLOCK, 0o700)
 		if err != nil {
