@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -344,4 +346,42 @@ func TestRunDetachedInteractiveAttach(t *testing.T) {
 		t.Fatalf("echo hi | berth attach bgc: exit %d, stdout %q, stderr %q", code, out, errOut)
 	}
 	d.must("rm", "bgc")
+}
+
+func TestRunWithoutSigProxy(t *testing.T) {
+	d := containerDaemon(t)
+	cmd := exec.Command(filepath.Join(env.bin, "berth"), "--address", d.address, "run", "--sig-proxy=false", "--name", "nsp", "busybox",
+		"sh", "-c", `trap "exit 7" INT; echo ready; while :; do sleep 0.1; done`)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	defer func() {
+		if cmd.ProcessState == nil {
+			cmd.Process.Kill()
+			<-done
+		}
+	}()
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	go func() { done <- cmd.Wait() }()
+	if err != nil || line != "ready\n" {
+		t.Fatalf("run printed %q, %v before the signal", line, err)
+	}
+	cmd.Process.Signal(syscall.SIGINT)
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("berth run --sig-proxy=false did not end within 10s of SIGINT")
+	}
+	if code := cmd.ProcessState.ExitCode(); code != 130 {
+		t.Errorf("run --sig-proxy=false after SIGINT: exit %d, want 130", code)
+	}
+	if got := strings.TrimSpace(d.must("inspect", "-f", "{{.State.Status}}", "nsp")); got != "running" {
+		t.Errorf("the container got berth's SIGINT: it is %s", got)
+	}
+	d.must("rm", "-f", "nsp")
 }

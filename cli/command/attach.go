@@ -66,6 +66,12 @@ type clientIO struct {
 	// this client (a detach) and `berth attach` may open them again.
 	keep bool
 	temp bool // dir is berth's own temporary folder: never kept
+
+	// Without --sig-proxy, SIGINT and SIGTERM end the attachment instead
+	// (the process goes on); interrupted is the signal that did.
+	interrupt     chan os.Signal
+	interrupted   syscall.Signal
+	stopInterrupt func()
 }
 
 // newClientIO makes the fifos for o in dir (a new temporary folder when
@@ -86,12 +92,13 @@ func (c *CLI) newClientIO(ctx context.Context, o attachOptions, dir string) (_ *
 			return nil, err
 		}
 	}
-	cio := &clientIO{c: c, o: o, dir: dir, temp: temp, detached: make(chan struct{}), restore: func() {}, stopWinch: func() {}}
+	cio := &clientIO{c: c, o: o, dir: dir, temp: temp, detached: make(chan struct{}), restore: func() {}, stopWinch: func() {}, stopInterrupt: func() {}}
 	defer func() {
 		if retErr != nil {
 			cio.close()
 		}
 	}()
+	cio.watchInterrupt()
 	cio.tio = taskIO{dir: dir, terminal: o.tty}
 	// With a terminal, stderr comes through the terminal too.
 	for _, s := range []struct {
@@ -124,6 +131,18 @@ func (c *CLI) newClientIO(ctx context.Context, o attachOptions, dir string) (_ *
 		cio.in = f
 	}
 	return cio, nil
+}
+
+// watchInterrupt makes SIGINT and SIGTERM end the attachment when signals
+// are not forwarded. It starts before the process does, so that no signal
+// falls between.
+func (cio *clientIO) watchInterrupt() {
+	if cio.o.sigProxy {
+		return
+	}
+	cio.interrupt = make(chan os.Signal, 1)
+	signal.Notify(cio.interrupt, syscall.SIGINT, syscall.SIGTERM)
+	cio.stopInterrupt = sync.OnceFunc(func() { signal.Stop(cio.interrupt) })
 }
 
 // taskIO is what the task is created with.
@@ -246,7 +265,7 @@ func (c *CLI) terminalSize() (width, height int, ok bool) {
 }
 
 // wait waits for the process to exit, or for the user to detach
-// (detached true, resp nil).
+// (detached true, resp nil; interrupted is set when a signal did it).
 func (cio *clientIO) wait(ctx context.Context, cl *client.Client, id, execID string) (resp *tasksv1.WaitResponse, detached bool, err error) {
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -263,9 +282,11 @@ func (cio *clientIO) wait(ctx context.Context, cl *client.Client, id, execID str
 	case r := <-ch:
 		return r.resp, false, r.err
 	case <-cio.detached:
-		cio.keep = !cio.temp
-		return nil, true, nil
+	case sig := <-cio.interrupt:
+		cio.interrupted, _ = sig.(syscall.Signal)
 	}
+	cio.keep = !cio.temp
+	return nil, true, nil
 }
 
 // waitOutput waits until the shim closed the output fifos, which it does
@@ -285,6 +306,7 @@ func (cio *clientIO) waitOutput(timeout time.Duration) {
 func (cio *clientIO) close() {
 	cio.restore()
 	cio.stopWinch()
+	cio.stopInterrupt()
 	if cio.in != nil {
 		cio.in.Close()
 	}

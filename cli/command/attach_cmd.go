@@ -102,6 +102,9 @@ func (c *CLI) attach(ctx context.Context, cl *client.Client, ctr containers.Cont
 	cio.start(ctx, cl, ctr.ID, "")
 	wr, detached, err := cio.wait(ctx, cl, ctr.ID, "")
 	if detached {
+		if sig := cio.interrupted; sig != 0 {
+			return &statusError{code: 128 + int(sig)}
+		}
 		cio.restore()
 		fmt.Fprintln(c.Err, "read escape sequence")
 		return &statusError{code: ExitFailure}
@@ -121,12 +124,13 @@ func (c *CLI) attach(ctx context.Context, cl *client.Client, ctr containers.Cont
 // from while nobody was attached is dropped: an attach shows what comes
 // next, as Docker's. The fifos stay.
 func (c *CLI) openClientIO(ctx context.Context, o attachOptions, tio taskIO) (_ *clientIO, retErr error) {
-	cio := &clientIO{c: c, o: o, tio: tio, detached: make(chan struct{}), restore: func() {}, stopWinch: func() {}}
+	cio := &clientIO{c: c, o: o, tio: tio, detached: make(chan struct{}), restore: func() {}, stopWinch: func() {}, stopInterrupt: func() {}}
 	defer func() {
 		if retErr != nil {
 			cio.close()
 		}
 	}()
+	cio.watchInterrupt()
 	for _, s := range []struct {
 		path string
 		on   bool

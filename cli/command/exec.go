@@ -246,6 +246,9 @@ func (c *CLI) execAttached(ctx context.Context, cl *client.Client, ctr container
 	cio.start(ctx, cl, ctr.ID, req.ExecId)
 	wr, detached, err := cio.wait(ctx, cl, ctr.ID, req.ExecId)
 	if detached {
+		if sig := cio.interrupted; sig != 0 {
+			return &statusError{code: 128 + int(sig)}
+		}
 		// As Docker's exec: the exec goes on, berth says why it returned.
 		cio.restore()
 		fmt.Fprintln(c.Err, "read escape sequence")

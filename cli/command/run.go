@@ -294,6 +294,10 @@ func (c *CLI) runAttached(ctx context.Context, cl *client.Client, ctr containers
 	cio.start(ctx, cl, ctr.ID, "")
 	wr, detached, err := cio.wait(ctx, cl, ctr.ID, "")
 	if detached {
+		// Without --sig-proxy, a signal ends berth, not the container.
+		if sig := cio.interrupted; sig != 0 {
+			return &statusError{code: 128 + int(sig)}
+		}
 		return nil
 	}
 	if err != nil && !errdefs.IsNotFound(err) {
