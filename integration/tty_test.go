@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -145,6 +146,13 @@ func TestRunInteractiveTerminal(t *testing.T) {
 	p.typeLine("exit 3")
 	if got := p.exitStatus(); got != "3" {
 		t.Fatalf("berth run -it ... exit 3: status %s; want 3\n%s", got, p.screen())
+	}
+	// berth put its terminal back as it found it.
+	tty := strings.TrimSpace(p.tmux("display-message", "-p", "-t", "it", "#{pane_tty}"))
+	if out, err := exec.Command("stty", "-F", tty, "-a").CombinedOutput(); err != nil {
+		t.Fatalf("stty -F %s: %v: %s", tty, err, out)
+	} else if f := strings.Fields(string(out)); !slices.Contains(f, "icanon") || !slices.Contains(f, "echo") || !slices.Contains(f, "isig") {
+		t.Errorf("the terminal stays raw after berth exits: %s", out)
 	}
 	// The terminal's output is one stream, logged as stdout.
 	id := strings.TrimSpace(d.must("inspect", "-f", "{{.Id}}", "it1"))
