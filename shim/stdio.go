@@ -323,7 +323,7 @@ func newConsoleSocket(parent string) (*consoleSocket, error) {
 	// A unix socket path has at most 107 bytes; a bundle under a long
 	// state folder leaves too few, so the socket goes to the temporary
 	// folder then.
-	if len(parent)+len("/pty1234567890/s") > 100 {
+	if len(parent)+len("/berth-pty1234567890/s") > 107 {
 		parent = os.TempDir()
 	}
 	dir, err := os.MkdirTemp(parent, "berth-pty")
