@@ -483,7 +483,7 @@ func (s *Service) CloseIO(ctx context.Context, req *shimv1.CloseIORequest) (*emp
 		return nil, errdefs.ToGRPC(err)
 	}
 	if req.GetStdin() && p.io != nil {
-		p.io.closeStdin()
+		p.io.closeInput()
 	}
 	return &emptypb.Empty{}, nil
 }

@@ -38,12 +38,14 @@ type processIO struct {
 	// outR and errR are the shim's ends of the stdout and stderr pipes.
 	outR, errR *os.File
 
-	mu      sync.Mutex
-	stdinW  io.WriteCloser // the process's stdin (pipe or pty master)
-	stdinR  io.Closer      // the stdin fifo
-	console console.Console
-	closers []io.Closer
-	started bool
+	mu     sync.Mutex
+	stdinW io.WriteCloser // the process's stdin (pipe or pty master)
+	stdinR io.Closer      // the stdin fifo
+	// stdinDone is closed when the copier from the stdin fifo ends.
+	stdinDone chan struct{}
+	console   console.Console
+	closers   []io.Closer
+	started   bool
 
 	copies sync.WaitGroup
 	done   chan struct{} // closed when every output copier has finished
@@ -151,16 +153,35 @@ func (p *processIO) start(ctx context.Context, s stdio, log *logs.Writer) error 
 		if err != nil {
 			return fmt.Errorf("opening stdin fifo %s: %w", s.stdin, err)
 		}
+		done := make(chan struct{})
 		p.mu.Lock()
-		p.stdinR = in
+		p.stdinR, p.stdinDone = in, done
 		p.mu.Unlock()
 		w := p.stdinW
 		go func() {
-			io.Copy(w, in)
-			// End of input: the process reads end of file, except on a
-			// terminal, which stays open for the container.
-			if p.console == nil {
-				p.closeStdin()
+			defer close(done)
+			for {
+				io.Copy(w, in)
+				// End of input: the process reads end of file, except on a
+				// terminal, which stays open for the container and takes the
+				// next writer of the fifo (a client that attaches).
+				if p.console == nil {
+					p.closeStdin()
+					return
+				}
+				next, err := fifo.OpenFifo(context.WithoutCancel(ctx), s.stdin, syscall.O_RDONLY|syscall.O_NONBLOCK, 0)
+				p.mu.Lock()
+				if err != nil || p.stdinR != in {
+					// The fifo is gone, or stdin was closed meanwhile.
+					p.mu.Unlock()
+					if next != nil {
+						next.Close()
+					}
+					return
+				}
+				in.Close()
+				in, p.stdinR = next, next
+				p.mu.Unlock()
 			}
 		}()
 	}
@@ -178,11 +199,13 @@ func (p *processIO) copyOut(stream string, r io.ReadCloser, out io.WriteCloser, 
 		}
 		switch {
 		case log != nil:
-			var tee io.Writer
+			// The client gets each read as it comes, not line by line as
+			// the log: a prompt or an echoed keystroke has no newline.
+			var src io.Reader = r
 			if out != nil {
-				tee = out
+				src = io.TeeReader(r, out)
 			}
-			log.Copy(stream, r, tee)
+			log.Copy(stream, src, nil)
 		case out != nil:
 			io.Copy(out, r)
 		default:
@@ -191,21 +214,39 @@ func (p *processIO) copyOut(stream string, r io.ReadCloser, out io.WriteCloser, 
 	}()
 }
 
-// openOutput opens an output fifo for reading and writing, so that the
-// open does not wait for a reader and a reader that goes away does not
-// break the container's writes.
+// openOutput opens an output fifo (see outputFifo: a client that detaches
+// or stops reading never stalls the process).
 func openOutput(ctx context.Context, path string) (io.WriteCloser, error) {
 	if path == "" {
 		return nil, nil
 	}
-	f, err := fifo.OpenFifo(context.WithoutCancel(ctx), path, syscall.O_RDWR, 0)
+	f, err := openOutputFifo(path)
 	if err != nil {
-		return nil, fmt.Errorf("opening output fifo %s: %w", path, err)
+		return nil, fmt.Errorf("opening output fifo: %w", err)
 	}
 	return f, nil
 }
 
-// closeStdin closes the process's stdin (CloseIO).
+// closeInput closes the process's stdin for CloseIO. A client closes its
+// end of the stdin fifo before it asks, so the copier is let drain what is
+// still in the fifo (and end at its end of file) before stdin is closed.
+func (p *processIO) closeInput() {
+	p.mu.Lock()
+	done := p.stdinDone
+	if p.console != nil {
+		done = nil // a terminal's copier waits for writers for ever
+	}
+	p.mu.Unlock()
+	if done != nil {
+		select {
+		case <-done:
+		case <-time.After(2 * time.Second):
+		}
+	}
+	p.closeStdin()
+}
+
+// closeStdin closes the process's stdin.
 func (p *processIO) closeStdin() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -279,7 +320,13 @@ type consoleSocket struct {
 }
 
 func newConsoleSocket(parent string) (*consoleSocket, error) {
-	dir, err := os.MkdirTemp(parent, "pty")
+	// A unix socket path has at most 107 bytes; a bundle under a long
+	// state folder leaves too few, so the socket goes to the temporary
+	// folder then.
+	if len(parent)+len("/berth-pty1234567890/s") > 107 {
+		parent = os.TempDir()
+	}
+	dir, err := os.MkdirTemp(parent, "berth-pty")
 	if err != nil {
 		return nil, fmt.Errorf("making the console socket: %w", err)
 	}

@@ -232,6 +232,7 @@ func NewRootCommand(c *CLI) *cobra.Command {
 		newCreateCommand(c),
 		newRunCommand(c),
 		newStartCommand(c),
+		newAttachCommand(c),
 		newPsCommand(c),
 		newLogsCommand(c),
 		newStopCommand(c),

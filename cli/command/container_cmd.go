@@ -19,6 +19,7 @@ func newContainerCommand(c *CLI) *cobra.Command {
 		newCreateCommand(c),
 		newRunCommand(c),
 		newStartCommand(c),
+		newAttachCommand(c),
 		newStopCommand(c),
 		newRestartCommand(c),
 		newCpCommand(c),

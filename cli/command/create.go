@@ -38,6 +38,11 @@ type createOptions struct {
 	network    string
 	autoRemove bool
 	logOpts    []string
+	// interactive (-i) keeps stdin open; tty (-t) gives the process a
+	// terminal; attach (-a) names the streams run attaches.
+	interactive bool
+	tty         bool
+	attach      []string
 	// entrypointSet tells --entrypoint "" (no entrypoint) from no flag.
 	entrypointSet bool
 	// limits are --privileged, --cap-add, --memory, ... (create_limits.go).
@@ -58,6 +63,9 @@ func (o *createOptions) addFlags(flags *pflag.FlagSet) {
 	flags.BoolVar(&o.autoRemove, "rm", false, "Automatically remove the container when it exits")
 	flags.StringArrayVar(&o.logOpts, "log-opt", nil, "Log driver options (json-file: max-size, max-file)")
 	o.limits.addFlags(flags)
+	flags.BoolVarP(&o.interactive, "interactive", "i", false, "Keep STDIN open even if not attached")
+	flags.BoolVarP(&o.tty, "tty", "t", false, "Allocate a pseudo-TTY")
+	flags.StringSliceVarP(&o.attach, "attach", "a", nil, "Attach to STDIN, STDOUT or STDERR")
 }
 
 func newCreateCommand(c *CLI) *cobra.Command {
@@ -103,6 +111,10 @@ func (c *CLI) createContainer(ctx context.Context, cl *client.Client, o createOp
 		return containers.Container{}, err
 	}
 	hostAny, err := hostExt.any()
+	if err != nil {
+		return containers.Container{}, err
+	}
+	stdio, err := o.stdio()
 	if err != nil {
 		return containers.Container{}, err
 	}
@@ -203,6 +215,7 @@ func (c *CLI) createContainer(ctx context.Context, cl *client.Client, o createOp
 
 	entrypoint, cmd := ocispec.EntrypointAndCmd(cfg.Config.Entrypoint, cfg.Config.Cmd, runOpts.Entrypoint, runOpts.Cmd)
 	st, _ := json.Marshal(containerState{AutoRemove: o.autoRemove, Entrypoint: entrypoint, Cmd: cmd})
+	stdioJSON, _ := json.Marshal(stdio)
 	record := containers.Container{
 		ID:          id,
 		Name:        o.name,
@@ -212,7 +225,11 @@ func (c *CLI) createContainer(ctx context.Context, cl *client.Client, o createOp
 		Spec:        &anypb.Any{TypeUrl: containers.SpecTypeURL, Value: spec},
 		Snapshotter: snapshotter,
 		SnapshotKey: id,
-		Extensions:  map[string]*anypb.Any{stateExtension: {TypeUrl: stateTypeURL, Value: st}, hostConfigExtension: hostAny},
+		Extensions: map[string]*anypb.Any{
+			stateExtension:      {TypeUrl: stateTypeURL, Value: st},
+			hostConfigExtension: hostAny,
+			stdioExtension:      {TypeUrl: stdioTypeURL, Value: stdioJSON},
+		},
 	}
 	// A generated name may be taken; Docker retries with a digit added.
 	for retry := 0; ; retry++ {
@@ -257,6 +274,7 @@ func (o createOptions) runOptions(cmdArgs []string) (ocispec.RunOptions, error) 
 		WorkingDir: o.workdir,
 		Hostname:   o.hostname,
 		LookupEnv:  os.LookupEnv,
+		Tty:        o.tty,
 	}
 	if o.entrypointSet {
 		ro.Entrypoint = []string{o.entrypoint}

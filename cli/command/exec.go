@@ -7,16 +7,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
-	"syscall"
 	"time"
 
-	"github.com/containerd/fifo"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/spf13/cobra"
 
 	"github.com/berth-engine/berth/cli/client"
@@ -33,6 +30,12 @@ type execOptions struct {
 	workdir  string
 	env      []string
 	envFiles []string
+
+	interactive bool
+	tty         bool
+	detachKeys  string
+	// consoleSize is berth's terminal's, the exec's terminal's first size.
+	consoleSize *specs.Box
 }
 
 func newExecCommand(c *CLI) *cobra.Command {
@@ -56,6 +59,9 @@ func newExecCommand(c *CLI) *cobra.Command {
 	flags.StringVarP(&o.workdir, "workdir", "w", "", "Working directory inside the container")
 	flags.StringArrayVarP(&o.env, "env", "e", nil, "Set environment variables")
 	flags.StringArrayVar(&o.envFiles, "env-file", nil, "Read in a file of environment variables")
+	flags.BoolVarP(&o.interactive, "interactive", "i", false, "Keep STDIN open even if not attached")
+	flags.BoolVarP(&o.tty, "tty", "t", false, "Allocate a pseudo-TTY")
+	flags.StringVar(&o.detachKeys, "detach-keys", "", "Override the key sequence for detaching a container")
 	return cmd
 }
 
@@ -76,6 +82,22 @@ func (c *CLI) daemonError(format string, a ...any) error {
 }
 
 func (c *CLI) runExec(ctx context.Context, cl *client.Client, o execOptions, arg string, cmdArgs []string) error {
+	var ao attachOptions
+	if !o.detach {
+		keys, err := parseDetachKeys(o.detachKeys)
+		if err != nil {
+			return err
+		}
+		ao = attachOptions{stdin: o.interactive, stdout: true, stderr: true, tty: o.tty, detachKeys: keys, sigProxy: !o.tty}
+		if err := c.checkTTY(ao); err != nil {
+			return err
+		}
+	}
+	if o.tty {
+		if w, h, ok := c.terminalSize(); ok {
+			o.consoleSize = &specs.Box{Width: uint(w), Height: uint(h)}
+		}
+	}
 	ctr, err := resolveContainer(ctx, cl, arg)
 	if err != nil {
 		if errdefs.IsNotFound(err) {
@@ -101,7 +123,7 @@ func (c *CLI) runExec(ctx context.Context, cl *client.Client, o execOptions, arg
 	if err != nil {
 		return err
 	}
-	req := &tasksv1.ExecProcessRequest{ContainerId: ctr.ID, ExecId: execID, Spec: spec}
+	req := &tasksv1.ExecProcessRequest{ContainerId: ctr.ID, ExecId: execID, Spec: spec, Terminal: o.tty}
 	if o.detach {
 		if _, err := cl.Tasks.Exec(ctx, req); err != nil {
 			return execError(ctr, err)
@@ -112,7 +134,7 @@ func (c *CLI) runExec(ctx context.Context, cl *client.Client, o execOptions, arg
 		}
 		return nil
 	}
-	return c.execAttached(ctx, cl, ctr, req)
+	return c.execAttached(ctx, cl, ctr, req, ao)
 }
 
 // execProcessSpec is the container's process with the exec's command,
@@ -127,8 +149,8 @@ func execProcessSpec(ctr containers.Container, initPid uint32, o execOptions, cm
 	}
 	proc := *s.Process
 	proc.Args = cmdArgs
-	proc.Terminal = false
-	proc.ConsoleSize = nil
+	proc.Terminal = o.tty
+	proc.ConsoleSize = o.consoleSize
 	var env []string
 	for _, name := range o.envFiles {
 		f, err := os.Open(name)
@@ -157,6 +179,10 @@ func execProcessSpec(ctr containers.Container, initPid uint32, o execOptions, cm
 		env = append([]string{"HOME=" + u.Home}, env...)
 	}
 	proc.Env = ocispec.MergeEnv(proc.Env, env)
+	// A terminal gets TERM=xterm unless the process has a TERM, as Docker.
+	if o.tty && !hasEnv(proc.Env, "TERM") {
+		proc.Env = append(proc.Env, "TERM=xterm")
+	}
 	if o.workdir != "" {
 		if !filepath.IsAbs(o.workdir) {
 			return nil, errdefs.Errorf(errdefs.ErrInvalidArgument, "the working directory '%s' is invalid, it needs to be an absolute path", o.workdir)
@@ -183,33 +209,19 @@ func execError(ctr containers.Container, err error) error {
 	return se
 }
 
-// execAttached runs the exec with its output copied to berth's, waits for
-// it and ends with its exit status.
-func (c *CLI) execAttached(ctx context.Context, cl *client.Client, ctr containers.Container, req *tasksv1.ExecProcessRequest) error {
-	dir, err := os.MkdirTemp("", "berth-exec-")
+// execAttached runs the exec with the streams o names connected to
+// berth's, waits for it and ends with its exit status. On a detach berth
+// returns at once with status 1, as Docker's; the exec goes on.
+func (c *CLI) execAttached(ctx context.Context, cl *client.Client, ctr containers.Container, req *tasksv1.ExecProcessRequest, o attachOptions) error {
+	fctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	cio, err := c.newClientIO(fctx, o, "")
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(dir)
-	req.Stdout, req.Stderr = filepath.Join(dir, "stdout"), filepath.Join(dir, "stderr")
-	fctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var copies sync.WaitGroup
-	for _, s := range []struct {
-		path string
-		w    io.Writer
-	}{{req.Stdout, c.Out}, {req.Stderr, c.Err}} {
-		f, err := fifo.OpenFifo(fctx, s.path, syscall.O_RDONLY|syscall.O_CREAT|syscall.O_NONBLOCK, 0o700)
-		if err != nil {
-			return fmt.Errorf("creating the output fifo: %w", err)
-		}
-		defer f.Close()
-		copies.Add(1)
-		go func(r io.Reader, w io.Writer) {
-			defer copies.Done()
-			io.Copy(w, r)
-		}(f, s.w)
-	}
+	defer cio.close()
+	tio := cio.taskIO()
+	req.Terminal, req.Stdin, req.Stdout, req.Stderr = tio.terminal, tio.stdin, tio.stdout, tio.stderr
 	ctx = context.WithoutCancel(ctx)
 	if _, err := cl.Tasks.Exec(ctx, req); err != nil {
 		return execError(ctr, err)
@@ -218,29 +230,50 @@ func (c *CLI) execAttached(ctx context.Context, cl *client.Client, ctr container
 		cl.Tasks.DeleteProcess(ctx, &tasksv1.DeleteProcessRequest{ContainerId: ctr.ID, ExecId: req.ExecId})
 	}
 	started := make(chan struct{})
-	stopProxy := proxySignals(ctx, cl, ctr.ID, req.ExecId, started)
-	defer stopProxy()
+	if o.sigProxy && !o.tty {
+		stopProxy := proxySignals(ctx, cl, ctr.ID, req.ExecId, started)
+		defer stopProxy()
+	}
+	if err := cio.setRaw(); err != nil {
+		deleteProcess()
+		return err
+	}
 	if _, err := cl.Tasks.Start(ctx, &tasksv1.StartRequest{ContainerId: ctr.ID, ExecId: req.ExecId}); err != nil {
 		deleteProcess()
 		return execError(ctr, err)
 	}
 	close(started)
-	wr, err := cl.Tasks.Wait(ctx, &tasksv1.WaitRequest{ContainerId: ctr.ID, ExecId: req.ExecId})
+	cio.start(ctx, cl, ctr.ID, req.ExecId)
+	wr, detached, err := cio.wait(ctx, cl, ctr.ID, req.ExecId)
+	if detached {
+		if sig := cio.interrupted; sig != 0 {
+			return &statusError{code: 128 + int(sig)}
+		}
+		// As Docker's exec: the exec goes on, berth says why it returned.
+		cio.restore()
+		fmt.Fprintln(c.Err, "read escape sequence")
+		return &statusError{code: ExitFailure}
+	}
 	if err != nil {
 		deleteProcess()
 		return fmt.Errorf("waiting for the exec in container %s: %w", ctr.Name, err)
 	}
 	// The shim closes the fifos once the output is copied; do not wait for
 	// ever if it does not.
-	done := make(chan struct{})
-	go func() { copies.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(5 * time.Second):
-	}
+	cio.waitOutput(5 * time.Second)
 	deleteProcess()
 	if code := wr.GetExitStatus(); code != 0 {
 		return &statusError{code: int(code)}
 	}
 	return nil
+}
+
+// hasEnv reports whether env sets name.
+func hasEnv(env []string, name string) bool {
+	for _, kv := range env {
+		if k, _, _ := strings.Cut(kv, "="); k == name {
+			return true
+		}
+	}
+	return false
 }

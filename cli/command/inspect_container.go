@@ -75,15 +75,20 @@ type inspectMount struct {
 }
 
 type inspectContainerConfig struct {
-	Hostname   string
-	User       string
-	Tty        bool
-	Env        []string
-	Cmd        []string
-	Image      string
-	WorkingDir string
-	Entrypoint []string
-	Labels     map[string]string
+	Hostname     string
+	User         string
+	AttachStdin  bool
+	AttachStdout bool
+	AttachStderr bool
+	Tty          bool
+	OpenStdin    bool
+	StdinOnce    bool
+	Env          []string
+	Cmd          []string
+	Image        string
+	WorkingDir   string
+	Entrypoint   []string
+	Labels       map[string]string
 }
 
 // zeroTime is how Docker shows a time that has not come yet.
@@ -130,6 +135,9 @@ func newInspectContainer(ctr containers.Container, p *tasksv1.Process, imageID s
 			ic.State.FinishedAt = inspectTime(p.GetExitedAt().AsTime())
 		}
 	}
+	stdio := stdioOf(ctr)
+	ic.Config.AttachStdin, ic.Config.AttachStdout, ic.Config.AttachStderr = stdio.AttachStdin, stdio.AttachStdout, stdio.AttachStderr
+	ic.Config.OpenStdin, ic.Config.StdinOnce = stdio.OpenStdin, stdio.StdinOnce
 	if ic.Config.Labels == nil {
 		ic.Config.Labels = map[string]string{}
 	}

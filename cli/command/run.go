@@ -4,16 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
-	"github.com/containerd/fifo"
 	"github.com/spf13/cobra"
 
 	"github.com/berth-engine/berth/cli/client"
@@ -48,8 +45,10 @@ func (e *statusError) Unwrap() error { return e.err }
 
 func newRunCommand(c *CLI) *cobra.Command {
 	var (
-		o      createOptions
-		detach bool
+		o          createOptions
+		detach     bool
+		detachKeys string
+		sigProxy   bool
 	)
 	cmd := &cobra.Command{
 		Use:   "run [OPTIONS] IMAGE [COMMAND] [ARG...]",
@@ -57,6 +56,20 @@ func newRunCommand(c *CLI) *cobra.Command {
 		Args:  minArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.entrypointSet = cmd.Flags().Changed("entrypoint")
+			var ao attachOptions
+			if detach {
+				if len(o.attach) > 0 {
+					return failed(errdefs.Errorf(errdefs.ErrInvalidArgument, "Conflicting options: -a and -d"))
+				}
+			} else {
+				var err error
+				if ao, err = o.attachOptions(detachKeys, sigProxy); err != nil {
+					return failed(err)
+				}
+				if err := c.checkTTY(ao); err != nil {
+					return err
+				}
+			}
 			ctx, cl, err := c.Client(cmd.Context())
 			if err != nil {
 				return failed(err)
@@ -66,31 +79,42 @@ func newRunCommand(c *CLI) *cobra.Command {
 				return failed(err)
 			}
 			if detach {
-				if err := startTask(ctx, cl, ctr, nil); err != nil {
+				tio, err := detachedIO(ctx, cl, ctr)
+				if err == nil {
+					err = startTask(ctx, cl, ctr, tio)
+				}
+				if err != nil {
 					if o.autoRemove {
 						removeContainer(context.WithoutCancel(ctx), cl, ctr)
 					}
-					return err
+					return failed(err)
 				}
 				fmt.Fprintln(c.Out, ctr.ID)
 				return nil
 			}
-			return c.runAttached(ctx, cl, ctr)
+			return c.runAttached(ctx, cl, ctr, ao)
 		},
 	}
 	cmd.Flags().BoolP("help", "", false, "help for run")
 	cmd.Flags().BoolVarP(&detach, "detach", "d", false, "Run container in background and print container ID")
+	cmd.Flags().StringVar(&detachKeys, "detach-keys", "", "Override the key sequence for detaching a container")
+	cmd.Flags().BoolVar(&sigProxy, "sig-proxy", true, "Proxy received signals to the process")
 	o.addFlags(cmd.Flags())
 	return cmd
 }
 
 func newStartCommand(c *CLI) *cobra.Command {
-	var attach bool
+	var (
+		attach, interactive bool
+		detachKeys          string
+	)
 	cmd := &cobra.Command{
 		Use:   "start [OPTIONS] CONTAINER [CONTAINER...]",
 		Short: "Start one or more stopped containers",
 		Args:  minArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			// -i attaches too, as in Docker.
+			attach = attach || interactive
 			if attach && len(args) > 1 {
 				return &usageError{cmd: cmd, code: ExitFailure, err: errors.New("you cannot start and attach multiple containers at once")}
 			}
@@ -103,13 +127,24 @@ func newStartCommand(c *CLI) *cobra.Command {
 				if err != nil {
 					return err
 				}
-				return c.runAttached(ctx, cl, ctr)
+				ao, err := startAttachOptions(ctr, interactive, detachKeys)
+				if err != nil {
+					return failed(err)
+				}
+				if err := c.checkTTY(ao); err != nil {
+					return err
+				}
+				return c.runAttached(ctx, cl, ctr, ao)
 			}
 			var errs []error
 			for _, arg := range args {
 				ctr, err := resolveContainer(ctx, cl, arg)
+				var tio *taskIO
 				if err == nil {
-					err = startTask(ctx, cl, ctr, nil)
+					tio, err = detachedIO(ctx, cl, ctr)
+				}
+				if err == nil {
+					err = startTask(ctx, cl, ctr, tio)
 				}
 				if err != nil {
 					errs = append(errs, err)
@@ -124,6 +159,8 @@ func newStartCommand(c *CLI) *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVarP(&attach, "attach", "a", false, "Attach STDOUT/STDERR and forward signals")
+	cmd.Flags().BoolVarP(&interactive, "interactive", "i", false, "Attach container's STDIN")
+	cmd.Flags().StringVar(&detachKeys, "detach-keys", "", "Override the key sequence for detaching a container")
 	return cmd
 }
 
@@ -137,10 +174,11 @@ func failed(err error) error {
 	return &statusError{code: ExitUsage, err: err}
 }
 
-// taskIO are the fifos a task writes its output to.
+// taskIO are the fifos of a task's stdio; empty means none.
 type taskIO struct {
-	dir            string
-	stdout, stderr string
+	dir                   string
+	stdin, stdout, stderr string
+	terminal              bool
 }
 
 // startTask creates and starts the container's task. A running task is
@@ -163,8 +201,13 @@ func startTask(ctx context.Context, cl *client.Client, ctr containers.Container,
 		}
 	}
 	req := &tasksv1.CreateTaskRequest{ContainerId: ctr.ID}
+	// The spec says whether the process has a terminal (-t); the shim
+	// must then take the terminal runc makes.
+	if s, err := specOf(ctr); err == nil && s.Process != nil {
+		req.Terminal = s.Process.Terminal
+	}
 	if io != nil {
-		req.Stdout, req.Stderr = io.stdout, io.stderr
+		req.Stdin, req.Stdout, req.Stderr = io.stdin, io.stdout, io.stderr
 	}
 	if _, err := cl.Tasks.Create(ctx, req); err != nil {
 		return runError(ctr, err)
@@ -199,13 +242,16 @@ func runError(ctr containers.Container, err error) error {
 	return &statusError{code: ExitUsage, err: err}
 }
 
-// runAttached starts the container with its output copied to the
-// terminal, waits for it, and ends with its exit status. With --rm the
-// container is removed afterwards.
-func (c *CLI) runAttached(ctx context.Context, cl *client.Client, ctr containers.Container) (retErr error) {
+// runAttached starts the container with the streams o names connected to
+// berth's, waits for it, and ends with its exit status. With --rm the
+// container is removed afterwards. When the user detaches (the detach keys
+// on a terminal), berth returns at once with status 0 and the container
+// goes on, its output going to the log.
+func (c *CLI) runAttached(ctx context.Context, cl *client.Client, ctr containers.Container, o attachOptions) (retErr error) {
 	autoRemove := stateOf(ctr).AutoRemove
+	detached := false
 	defer func() {
-		if autoRemove {
+		if autoRemove && !detached {
 			if err := removeContainer(context.WithoutCancel(ctx), cl, ctr); err != nil && retErr == nil {
 				retErr = failed(err)
 			}
@@ -216,59 +262,51 @@ func (c *CLI) runAttached(ctx context.Context, cl *client.Client, ctr containers
 	} else if isRunning(p) {
 		return failed(errdefs.Errorf(errdefs.ErrFailedPrecondition, "container %s is already running: use 'berth logs -f %s' to follow it", ctr.Name, ctr.Name))
 	}
-	dir, err := os.MkdirTemp("", "berth-io-")
+	fctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	// The fifos are in the container's folder, so that `berth attach` finds
+	// them after a detach; rm removes them with it.
+	dir, err := containerDir(ctx, cl, ctr.ID)
 	if err != nil {
 		return failed(err)
 	}
-	defer os.RemoveAll(dir)
-	tio := &taskIO{dir: dir, stdout: filepath.Join(dir, "stdout"), stderr: filepath.Join(dir, "stderr")}
-	fctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var copies sync.WaitGroup
-	var closers []io.Closer
-	defer func() {
-		for _, cl := range closers {
-			cl.Close()
-		}
-	}()
-	for _, s := range []struct {
-		path string
-		w    io.Writer
-	}{{tio.stdout, c.Out}, {tio.stderr, c.Err}} {
-		f, err := fifo.OpenFifo(fctx, s.path, syscall.O_RDONLY|syscall.O_CREAT|syscall.O_NONBLOCK, 0o700)
-		if err != nil {
-			return failed(fmt.Errorf("creating the output fifo: %w", err))
-		}
-		closers = append(closers, f)
-		copies.Add(1)
-		go func(r io.Reader, w io.Writer) {
-			defer copies.Done()
-			io.Copy(w, r)
-		}(f, s.w)
+	cio, err := c.newClientIO(fctx, o, filepath.Join(dir, "attach"))
+	if err != nil {
+		return failed(err)
 	}
+	defer cio.close()
 	// Signals to berth go to the container, as Docker's --sig-proxy; berth
 	// ends when the container does, not when it is interrupted. Signals
 	// that come while the task starts are queued and sent once it runs.
 	ctx = context.WithoutCancel(ctx)
 	started := make(chan struct{})
-	stopProxy := proxySignals(ctx, cl, ctr.ID, "", started)
-	defer stopProxy()
-	if err := startTask(ctx, cl, ctr, tio); err != nil {
+	if o.sigProxy && !o.tty {
+		stopProxy := proxySignals(ctx, cl, ctr.ID, "", started)
+		defer stopProxy()
+	}
+	if err := cio.setRaw(); err != nil {
+		return failed(err)
+	}
+	if err := startTask(ctx, cl, ctr, cio.taskIO()); err != nil {
 		return err
 	}
 	close(started)
-	wr, err := cl.Tasks.Wait(ctx, &tasksv1.WaitRequest{ContainerId: ctr.ID})
+	cio.start(ctx, cl, ctr.ID, "")
+	wr, detached, err := cio.wait(ctx, cl, ctr.ID, "")
+	if detached {
+		// Without --sig-proxy, a signal ends berth, not the container.
+		if sig := cio.interrupted; sig != 0 {
+			return &statusError{code: 128 + int(sig)}
+		}
+		return nil
+	}
 	if err != nil && !errdefs.IsNotFound(err) {
 		return failed(fmt.Errorf("waiting for container %s: %w", ctr.Name, err))
 	}
 	// The shim closes the fifos once the output is copied; do not wait for
 	// ever if it does not.
-	done := make(chan struct{})
-	go func() { copies.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(5 * time.Second):
-	}
+	cio.waitOutput(5 * time.Second)
+	cio.restore()
 	code := wr.GetExitStatus()
 	if fresh, gerr := cl.Containers.Get(ctx, ctr.ID); gerr == nil {
 		ctr = fresh
