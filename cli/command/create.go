@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -37,6 +38,7 @@ type createOptions struct {
 	labels     []string
 	network    string
 	autoRemove bool
+	restart    string
 	// entrypointSet tells --entrypoint "" (no entrypoint) from no flag.
 	entrypointSet bool
 }
@@ -53,6 +55,7 @@ func (o *createOptions) addFlags(flags *pflag.FlagSet) {
 	flags.StringArrayVarP(&o.labels, "label", "l", nil, "Set meta data on a container")
 	flags.StringVar(&o.network, "network", "", "Connect a container to a network: none or host")
 	flags.BoolVar(&o.autoRemove, "rm", false, "Automatically remove the container when it exits")
+	flags.StringVar(&o.restart, "restart", "no", "Restart policy to apply when a container exits")
 }
 
 func newCreateCommand(c *CLI) *cobra.Command {
@@ -90,6 +93,10 @@ const createLeaseExpiry = time.Hour
 // failure nothing of it stays.
 func (c *CLI) createContainer(ctx context.Context, cl *client.Client, o createOptions, image string, cmdArgs []string) (_ containers.Container, retErr error) {
 	runOpts, err := o.runOptions(cmdArgs)
+	if err != nil {
+		return containers.Container{}, err
+	}
+	restart, err := o.restartPolicy()
 	if err != nil {
 		return containers.Container{}, err
 	}
@@ -187,7 +194,6 @@ func (c *CLI) createContainer(ctx context.Context, cl *client.Client, o createOp
 		return containers.Container{}, err
 	}
 
-	st, _ := json.Marshal(containerState{AutoRemove: o.autoRemove})
 	record := containers.Container{
 		ID:          id,
 		Name:        o.name,
@@ -197,7 +203,16 @@ func (c *CLI) createContainer(ctx context.Context, cl *client.Client, o createOp
 		Spec:        &anypb.Any{TypeUrl: containers.SpecTypeURL, Value: spec},
 		Snapshotter: snapshotter,
 		SnapshotKey: id,
-		Extensions:  map[string]*anypb.Any{stateExtension: {TypeUrl: stateTypeURL, Value: st}},
+	}
+	if restart.Name != containers.RestartNo {
+		record.Labels = maps.Clone(record.Labels)
+		if record.Labels == nil {
+			record.Labels = map[string]string{}
+		}
+		record.Labels[containers.RestartPolicyLabel] = restart.String()
+	}
+	if err := containers.SetIntent(&record, containers.Intent{AutoRemove: o.autoRemove}); err != nil {
+		return containers.Container{}, err
 	}
 	// A generated name may be taken; Docker retries with a digit added.
 	for retry := 0; ; retry++ {
@@ -279,6 +294,18 @@ func (o createOptions) runOptions(cmdArgs []string) (ocispec.RunOptions, error) 
 		ro.Labels[k] = v
 	}
 	return ro, nil
+}
+
+// restartPolicy parses --restart; as Docker, it cannot go with --rm.
+func (o createOptions) restartPolicy() (containers.RestartPolicy, error) {
+	p, err := containers.ParseRestartPolicy(o.restart)
+	if err != nil {
+		return p, err
+	}
+	if o.autoRemove && p.Name != containers.RestartNo {
+		return p, errdefs.Errorf(errdefs.ErrInvalidArgument, "Conflicting options: --restart and --rm")
+	}
+	return p, nil
 }
 
 // writeNetworkFiles writes the container's /etc/hosts, /etc/hostname and

@@ -53,8 +53,14 @@ type inspectState struct {
 }
 
 type inspectHostConfig struct {
-	NetworkMode string
-	AutoRemove  bool
+	NetworkMode   string
+	RestartPolicy inspectRestartPolicy
+	AutoRemove    bool
+}
+
+type inspectRestartPolicy struct {
+	Name              string
+	MaximumRetryCount int
 }
 
 type inspectMount struct {
@@ -92,7 +98,8 @@ func inspectTime(t time.Time) string {
 // whose image has imageID (empty when unknown).
 func newInspectContainer(ctr containers.Container, p *tasksv1.Process, imageID string, now time.Time) inspectContainer {
 	state, _ := containerStatus(ctr, p, now)
-	st := stateOf(ctr)
+	st := containers.StateOf(ctr)
+	policy := containers.RestartPolicyOf(ctr)
 	ic := inspectContainer{
 		ID:      ctr.ID,
 		Created: inspectTime(ctr.CreatedAt),
@@ -101,17 +108,23 @@ func newInspectContainer(ctr containers.Container, p *tasksv1.Process, imageID s
 			Status:     state,
 			Running:    state == "running" || state == "paused",
 			Paused:     state == "paused",
+			Restarting: state == "restarting",
+			OOMKilled:  st.OOMKilled,
+			Dead:       st.Dead,
+			Error:      st.Error,
 			ExitCode:   int(st.ExitCode),
 			StartedAt:  inspectTime(st.StartedAt),
 			FinishedAt: inspectTime(st.FinishedAt),
 		},
-		Image:      imageID,
-		Name:       "/" + ctr.Name,
-		Driver:     ctr.Snapshotter,
-		Platform:   "linux",
-		HostConfig: inspectHostConfig{NetworkMode: "none", AutoRemove: st.AutoRemove},
-		Mounts:     []inspectMount{},
-		Config:     inspectContainerConfig{Image: displayName(ctr.Image), Labels: ctr.Labels},
+		Image:        imageID,
+		Name:         "/" + ctr.Name,
+		Driver:       ctr.Snapshotter,
+		Platform:     "linux",
+		RestartCount: st.RestartCount,
+		HostConfig: inspectHostConfig{NetworkMode: "none", AutoRemove: containers.IntentOf(ctr).AutoRemove,
+			RestartPolicy: inspectRestartPolicy{Name: policy.Name, MaximumRetryCount: policy.MaximumRetryCount}},
+		Mounts: []inspectMount{},
+		Config: inspectContainerConfig{Image: displayName(ctr.Image), Labels: ctr.Labels},
 	}
 	if ic.State.Running {
 		ic.State.Pid = int(p.GetPid())
@@ -127,7 +140,9 @@ func newInspectContainer(ctr containers.Container, p *tasksv1.Process, imageID s
 	}
 	s, err := specOf(ctr)
 	if err != nil {
-		ic.State.Error = err.Error()
+		if ic.State.Error == "" {
+			ic.State.Error = err.Error()
+		}
 		return ic
 	}
 	ic.Config.Hostname = s.Hostname

@@ -20,6 +20,7 @@ import (
 	"github.com/berth-engine/berth/internal/errdefs"
 	tasksv1 "github.com/berth-engine/berth/proto/tasks/v1"
 	"github.com/berth-engine/berth/services/containers"
+	"github.com/berth-engine/berth/services/containers/removal"
 )
 
 // Exit statuses of `run` and `start -a` when the container did not run,
@@ -155,12 +156,18 @@ func startTask(ctx context.Context, cl *client.Client, ctr containers.Container,
 		return nil
 	}
 	if p != nil {
-		if _, err := reapTask(ctx, cl, ctr); err != nil {
+		// berthd's supervisor records the exit and deletes the task; wait
+		// for it so that the exit is not lost.
+		if ctr, _, err = waitRecorded(ctx, cl, ctr.ID); err != nil {
 			return failed(err)
 		}
-		if ctr, err = cl.Containers.Get(ctx, ctr.ID); err != nil {
-			return failed(err)
+		if err := removal.DeleteTask(ctx, cl.Tasks, ctr.ID); err != nil {
+			return failed(fmt.Errorf("starting container %s: %w", ctr.Name, err))
 		}
+	}
+	// A start by hand lifts a stop by hand for the restart policy.
+	if err := setManuallyStopped(ctx, cl, ctr, false); err != nil {
+		return failed(err)
 	}
 	req := &tasksv1.CreateTaskRequest{ContainerId: ctr.ID}
 	if io != nil {
@@ -168,12 +175,6 @@ func startTask(ctx context.Context, cl *client.Client, ctr containers.Container,
 	}
 	if _, err := cl.Tasks.Create(ctx, req); err != nil {
 		return runError(ctr, err)
-	}
-	st := stateOf(ctr)
-	st.StartedAt, st.FinishedAt, st.ExitCode = time.Now().UTC(), time.Time{}, 0
-	if err := saveState(ctx, cl, ctr, st); err != nil {
-		cl.Tasks.Delete(context.WithoutCancel(ctx), &tasksv1.DeleteTaskRequest{ContainerId: ctr.ID})
-		return failed(err)
 	}
 	if _, err := cl.Tasks.Start(ctx, &tasksv1.StartRequest{ContainerId: ctr.ID}); err != nil {
 		cl.Tasks.Delete(context.WithoutCancel(ctx), &tasksv1.DeleteTaskRequest{ContainerId: ctr.ID})
@@ -200,13 +201,18 @@ func runError(ctr containers.Container, err error) error {
 }
 
 // runAttached starts the container with its output copied to the
-// terminal, waits for it, and ends with its exit status. With --rm the
-// container is removed afterwards.
+// terminal, waits for it, and ends with its exit status. With --rm,
+// berthd's supervisor removes the container once it exited; this waits
+// for that (and removes it if the supervisor could not).
 func (c *CLI) runAttached(ctx context.Context, cl *client.Client, ctr containers.Container) (retErr error) {
-	autoRemove := stateOf(ctr).AutoRemove
+	autoRemove := containers.IntentOf(ctr).AutoRemove
 	defer func() {
-		if autoRemove {
-			if err := removeContainer(context.WithoutCancel(ctx), cl, ctr); err != nil && retErr == nil {
+		if !autoRemove {
+			return
+		}
+		ctx := context.WithoutCancel(ctx)
+		if fresh, ok, err := waitRecorded(ctx, cl, ctr.ID); err == nil && ok {
+			if err := removeContainer(ctx, cl, fresh); err != nil && retErr == nil {
 				retErr = failed(err)
 			}
 		}
@@ -270,15 +276,18 @@ func (c *CLI) runAttached(ctx context.Context, cl *client.Client, ctr containers
 	case <-time.After(5 * time.Second):
 	}
 	code := wr.GetExitStatus()
-	if fresh, gerr := cl.Containers.Get(ctx, ctr.ID); gerr == nil {
-		ctr = fresh
-	}
-	st, err := reapTask(ctx, cl, ctr)
-	if err != nil {
-		return failed(err)
-	}
 	if wr == nil {
-		code = st.ExitCode
+		// Deleted before this waited: the supervisor recorded the exit.
+		fresh, ok, err := waitRecorded(ctx, cl, ctr.ID)
+		if err != nil {
+			return failed(err)
+		}
+		if ok {
+			code = containers.StateOf(fresh).ExitCode
+		}
+	} else if !autoRemove {
+		// So that what follows sees the container exited.
+		waitRecorded(ctx, cl, ctr.ID)
 	}
 	if code != 0 {
 		return &statusError{code: int(code)}

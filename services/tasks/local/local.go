@@ -85,6 +85,10 @@ type Service struct {
 
 	mu    sync.Mutex
 	tasks map[string]*task // by namespace/id
+	// deleted keeps the exit of each task deleted since its container's
+	// last Create, so that a Wait that comes after the supervisor deleted
+	// an exited task still gets its status.
+	deleted map[string]deletedExit
 
 	ctx    context.Context // ends on Close, stopping the exit watchers
 	cancel context.CancelFunc
@@ -92,6 +96,16 @@ type Service struct {
 }
 
 var _ tasks.Service = (*Service)(nil)
+
+// deletedExit is the exit of a deleted task.
+type deletedExit struct {
+	status    uint32
+	exitedAt  *timestamppb.Timestamp
+	deletedAt time.Time
+}
+
+// deletedExitTTL bounds how long the exit of a deleted task is kept.
+const deletedExitTTL = 10 * time.Minute
 
 // task is one task: a live shim, or the recorded exit of one that died.
 type task struct {
@@ -106,7 +120,18 @@ type task struct {
 	// deleting is set while Delete runs, so that the exit watcher does
 	// not take the shim's going for a death.
 	deleting bool
+	// started is closed once the start of the init process was published
+	// (or will never be), so that its exit is never published before it.
+	started   chan struct{}
+	startOnce sync.Once
 }
+
+func newTask(ns, id, bundle string) *task {
+	return &task{ns: ns, id: id, bundle: bundle, started: make(chan struct{})}
+}
+
+// markStarted lets the init process's exit be published.
+func (t *task) markStarted() { t.startOnce.Do(func() { close(t.started) }) }
 
 // New returns the tasks service and reconnects to the shims of the tasks
 // found under <state>/tasks; a task whose shim died is cleaned up with
@@ -123,7 +148,7 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 		return nil, fmt.Errorf("tasks service: %w", err)
 	}
 	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	s := &Service{cfg: cfg, shimBin: bin, shimBinErr: binErr, tasks: map[string]*task{}, ctx: sctx, cancel: cancel}
+	s := &Service{cfg: cfg, shimBin: bin, shimBinErr: binErr, tasks: map[string]*task{}, deleted: map[string]deletedExit{}, ctx: sctx, cancel: cancel}
 	if err := s.recover(ctx); err != nil {
 		s.Close()
 		return nil, err
@@ -250,8 +275,9 @@ func (s *Service) Create(ctx context.Context, req *tasksv1.CreateTaskRequest) (_
 		return nil, errdefs.Errorf(errdefs.ErrAlreadyExists, "task %q already exists in namespace %q: delete it first", id, ns)
 	}
 	// Reserve the name while the shim starts.
-	t := &task{ns: ns, id: id, bundle: s.bundleDir(ns, id)}
+	t := newTask(ns, id, s.bundleDir(ns, id))
 	s.tasks[key(ns, id)] = t
+	delete(s.deleted, key(ns, id))
 	s.mu.Unlock()
 	defer func() {
 		if retErr != nil {
@@ -276,6 +302,7 @@ func (s *Service) Create(ctx context.Context, req *tasksv1.CreateTaskRequest) (_
 	}
 	defer func() {
 		if retErr != nil {
+			t.markStarted()
 			s.teardown(context.WithoutCancel(ctx), t)
 		}
 	}()
@@ -429,6 +456,13 @@ func (s *Service) watch(t *task, execID string, pid uint32) {
 		defer s.wg.Done()
 		wr, err := svc.Wait(s.ctx, &shimv1.WaitRequest{Id: t.id, ExecId: execID})
 		if err == nil {
+			if execID == "" {
+				select {
+				case <-t.started:
+				case <-s.ctx.Done():
+					return
+				}
+			}
 			s.publish(s.ctx, t.ns, TopicExit, &eventsv1.TaskExit{
 				ContainerId: t.id, Id: execID, Pid: pid, ExitStatus: wr.GetExitStatus(), ExitedAt: wr.GetExitedAt(),
 			})
@@ -458,6 +492,10 @@ func (s *Service) reapDeadShim(ctx context.Context, t *task) {
 	if err != nil {
 		e = &shim.Exit{ExitStatus: 137, ExitedAt: time.Now().UTC(), Dead: true}
 	}
+	reason := ""
+	if e.Dead {
+		reason = "the container's shim died (was it killed?): its processes were killed and exit status 137 is assumed"
+	}
 	s.mu.Lock()
 	if t.client != nil {
 		t.client.Close()
@@ -465,7 +503,7 @@ func (s *Service) reapDeadShim(ctx context.Context, t *task) {
 	t.client, t.shim, t.exit = nil, nil, e
 	s.mu.Unlock()
 	s.publish(ctx, t.ns, TopicExit, &eventsv1.TaskExit{
-		ContainerId: t.id, Pid: e.Pid, ExitStatus: e.ExitStatus, ExitedAt: timestamppb.New(e.ExitedAt),
+		ContainerId: t.id, Pid: e.Pid, ExitStatus: e.ExitStatus, ExitedAt: timestamppb.New(e.ExitedAt), Reason: reason,
 	})
 }
 
@@ -488,18 +526,37 @@ func (s *Service) recover(ctx context.Context) error {
 			if !d.IsDir() {
 				continue
 			}
-			t := &task{ns: nd.Name(), id: d.Name(), bundle: filepath.Join(root, nd.Name(), d.Name())}
+			t := newTask(nd.Name(), d.Name(), filepath.Join(root, nd.Name(), d.Name()))
+			t.markStarted() // started by a previous berthd
 			s.mu.Lock()
 			s.tasks[key(t.ns, t.id)] = t
 			s.mu.Unlock()
 			if s.reconnect(ctx, t) {
 				s.watch(t, "", t.pid)
+				s.watchExecs(ctx, t)
 				continue
 			}
 			s.reapDeadShim(ctx, t)
 		}
 	}
 	return nil
+}
+
+// watchExecs watches the exec processes of a task found again after a
+// restart, so that their exits are published as if berthd had not gone.
+func (s *Service) watchExecs(ctx context.Context, t *task) {
+	sctx, cancel := context.WithTimeout(ctx, connectTimeout)
+	defer cancel()
+	pr, err := t.shim.Pids(sctx, &shimv1.PidsRequest{Id: t.id})
+	if err != nil {
+		slog.WarnContext(ctx, "listing the execs of a reconnected task", "namespace", t.ns, "id", t.id, "error", err)
+		return
+	}
+	for _, p := range pr.GetProcesses() {
+		if p.GetExecId() != "" {
+			s.watch(t, p.GetExecId(), p.GetPid())
+		}
+	}
 }
 
 // reconnect connects to the task's shim when it still serves.
@@ -539,10 +596,14 @@ func (s *Service) Start(ctx context.Context, req *tasksv1.StartRequest) (*tasksv
 	}
 	sr, err := svc.Start(ctx, &shimv1.StartRequest{Id: t.id, ExecId: req.GetExecId()})
 	if err != nil {
+		if req.GetExecId() == "" {
+			t.markStarted()
+		}
 		return nil, errdefs.FromGRPC(err)
 	}
 	if req.GetExecId() == "" {
 		s.publish(ctx, t.ns, TopicStart, &eventsv1.TaskStart{ContainerId: t.id, Pid: sr.GetPid()})
+		t.markStarted()
 	} else {
 		s.watch(t, req.GetExecId(), sr.GetPid())
 	}
@@ -564,6 +625,7 @@ func (s *Service) Delete(ctx context.Context, req *tasksv1.DeleteTaskRequest) (*
 	t.deleting = true
 	svc, exit := t.shim, t.exit
 	s.mu.Unlock()
+	t.markStarted()
 	resp := &tasksv1.DeleteResponse{Id: t.id}
 	if svc != nil {
 		dr, err := svc.Delete(ctx, &shimv1.DeleteRequest{Id: t.id})
@@ -594,6 +656,13 @@ func (s *Service) Delete(ctx context.Context, req *tasksv1.DeleteTaskRequest) (*
 	}
 	s.mu.Lock()
 	delete(s.tasks, key(t.ns, t.id))
+	now := time.Now()
+	for k, e := range s.deleted {
+		if now.Sub(e.deletedAt) > deletedExitTTL {
+			delete(s.deleted, k)
+		}
+	}
+	s.deleted[key(t.ns, t.id)] = deletedExit{status: resp.ExitStatus, exitedAt: resp.ExitedAt, deletedAt: now}
 	s.mu.Unlock()
 	s.publish(ctx, t.ns, TopicDelete, &eventsv1.TaskDelete{
 		ContainerId: t.id, Pid: resp.Pid, ExitStatus: resp.ExitStatus, ExitedAt: resp.ExitedAt,
@@ -785,6 +854,9 @@ func (s *Service) ListPids(ctx context.Context, req *tasksv1.ListPidsRequest) (*
 func (s *Service) Wait(ctx context.Context, req *tasksv1.WaitRequest) (*tasksv1.WaitResponse, error) {
 	t, err := s.lookup(ctx, req.GetContainerId())
 	if err != nil {
+		if wr := s.deletedExit(ctx, req); wr != nil {
+			return wr, nil
+		}
 		return nil, err
 	}
 	s.mu.Lock()
@@ -798,9 +870,30 @@ func (s *Service) Wait(ctx context.Context, req *tasksv1.WaitRequest) (*tasksv1.
 	}
 	wr, err := svc.Wait(ctx, &shimv1.WaitRequest{Id: t.id, ExecId: req.GetExecId()})
 	if err != nil {
+		// The task may have been deleted (its shim shut down) while the
+		// reply was on its way.
+		if dw := s.deletedExit(ctx, req); dw != nil {
+			return dw, nil
+		}
 		return nil, errdefs.FromGRPC(err)
 	}
 	return &tasksv1.WaitResponse{ExitStatus: wr.GetExitStatus(), ExitedAt: wr.GetExitedAt()}, nil
+}
+
+// deletedExit returns the exit of the init process of a task deleted since
+// its container's last Create, or nil.
+func (s *Service) deletedExit(ctx context.Context, req *tasksv1.WaitRequest) *tasksv1.WaitResponse {
+	ns, err := namespaces.NamespaceRequired(ctx)
+	if err != nil || req.GetExecId() != "" {
+		return nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e, ok := s.deleted[key(ns, req.GetContainerId())]
+	if !ok {
+		return nil
+	}
+	return &tasksv1.WaitResponse{ExitStatus: e.status, ExitedAt: e.exitedAt}
 }
 
 func readPid(path string) (int, error) {
