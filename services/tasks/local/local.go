@@ -270,9 +270,20 @@ func (s *Service) Create(ctx context.Context, req *tasksv1.CreateTaskRequest) (_
 		return nil, fmt.Errorf("creating the task of container %q: %w", id, err)
 	}
 	s.mu.Lock()
-	if _, ok := s.tasks[key(ns, id)]; ok {
+	// A task being deleted (its exit handled by the supervisor) goes in a
+	// moment: wait for it rather than fail.
+	for deadline := time.Now().Add(shimExitTimeout); ; {
+		old, ok := s.tasks[key(ns, id)]
+		if !ok {
+			break
+		}
+		if !old.deleting || time.Now().After(deadline) {
+			s.mu.Unlock()
+			return nil, errdefs.Errorf(errdefs.ErrAlreadyExists, "task %q already exists in namespace %q: delete it first", id, ns)
+		}
 		s.mu.Unlock()
-		return nil, errdefs.Errorf(errdefs.ErrAlreadyExists, "task %q already exists in namespace %q: delete it first", id, ns)
+		time.Sleep(10 * time.Millisecond)
+		s.mu.Lock()
 	}
 	// Reserve the name while the shim starts.
 	t := newTask(ns, id, s.bundleDir(ns, id))
