@@ -337,7 +337,23 @@ func TestLogOnFullDisk(t *testing.T) {
 	d.start()
 	t.Cleanup(d.stop)
 	d.must("load", "-i", testImage("busybox-docker.tar"))
-	t.Cleanup(func() { d.checkNoContainerLeftovers(t) })
+	t.Cleanup(func() {
+		// As checkNoContainerLeftovers, but the root is a mount itself.
+		if out, _, _ := d.berth("ps", "-aq"); strings.TrimSpace(out) != "" {
+			t.Errorf("containers left: %s", out)
+		}
+		if entries, _ := os.ReadDir(filepath.Join(d.state, "tasks", "default")); len(entries) > 0 {
+			t.Errorf("task bundles left: %d", len(entries))
+		}
+		for _, m := range append(mountsUnder(t, d.root), mountsUnder(t, d.state)...) {
+			if m != d.root {
+				t.Errorf("mount left: %s", m)
+			}
+		}
+		if pids := shimsOf(t, d.state); len(pids) > 0 {
+			t.Errorf("shim processes left: %v", pids)
+		}
+	})
 	removeAllAtEnd(t, d)
 
 	id := strings.TrimSpace(d.must("run", "-d", "--name", "spam", "busybox", "yes", "a line that fills the disk, over and over again"))
