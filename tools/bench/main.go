@@ -60,6 +60,7 @@ func main() {
 		{"run-rm-true", benchRunRmTrue},
 		{"exec-true", benchExecTrue},
 		{"fifty-containers", benchFiftyContainers},
+		{"restart-fifty", benchRestartFifty},
 	} {
 		if !selected(b.name, *only) {
 			continue

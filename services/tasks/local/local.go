@@ -521,6 +521,7 @@ func (s *Service) reapDeadShim(ctx context.Context, t *task) {
 // recover finds the tasks of a previous berthd under <state>/tasks.
 func (s *Service) recover(ctx context.Context) error {
 	root := filepath.Join(s.cfg.State, "tasks")
+	var found []*task
 	nsDirs, err := os.ReadDir(root)
 	if err != nil {
 		return fmt.Errorf("tasks service: reading %s: %w", root, err)
@@ -542,16 +543,36 @@ func (s *Service) recover(ctx context.Context) error {
 			s.mu.Lock()
 			s.tasks[key(t.ns, t.id)] = t
 			s.mu.Unlock()
-			if s.reconnect(ctx, t) {
-				s.watch(t, "", t.pid)
-				s.watchExecs(ctx, t)
-				continue
-			}
-			s.reapDeadShim(ctx, t)
+			found = append(found, t)
 		}
 	}
+	// Shims answer in parallel: reconnect to several at once, so that a
+	// berthd with many containers is back quickly.
+	sem := make(chan struct{}, recoverParallel)
+	var wg sync.WaitGroup
+	for _, t := range found {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			if s.reconnect(ctx, t) {
+				s.watch(t, "", t.pid)
+				s.wg.Add(1)
+				go func() {
+					defer s.wg.Done()
+					s.watchExecs(s.ctx, t)
+				}()
+				return
+			}
+			s.reapDeadShim(ctx, t)
+		}()
+	}
+	wg.Wait()
 	return nil
 }
+
+// recoverParallel bounds the shims reconnected to at once.
+const recoverParallel = 16
 
 // watchExecs watches the exec processes of a task found again after a
 // restart, so that their exits are published as if berthd had not gone.
