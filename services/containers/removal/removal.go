@@ -7,7 +7,6 @@ package removal
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -36,29 +35,30 @@ type Deps struct {
 	Root string
 }
 
-// Remove deletes the container's stopped task, record, snapshot and files.
-// What is already gone is not an error, so a second removal succeeds.
+// Remove deletes the container's stopped task, snapshot, files and,
+// last, its record: a container that is listed no more is gone entirely,
+// and one whose removal failed half-way can be removed again. What is
+// already gone is not an error, so a second removal succeeds.
 func Remove(ctx context.Context, d Deps, c containers.Container) error {
 	if err := DeleteTask(ctx, d.Tasks, c.ID); err != nil {
 		return fmt.Errorf("removing container %s: %w", c.Name, err)
 	}
-	if err := d.Containers.Delete(ctx, c.ID); err != nil && !errdefs.IsNotFound(err) {
-		return fmt.Errorf("removing container %s: %w", c.Name, err)
-	}
-	var errs []error
 	if c.SnapshotKey != "" {
 		if sn := d.Snapshotter(c.Snapshotter); sn != nil {
 			if err := sn.Remove(ctx, c.SnapshotKey); err != nil && !errdefs.IsNotFound(err) {
-				errs = append(errs, fmt.Errorf("removing the root filesystem snapshot of container %s: %w", c.Name, err))
+				return fmt.Errorf("removing the root filesystem snapshot of container %s: %w", c.Name, err)
 			}
 		}
 	}
 	if d.Root != "" {
 		if err := os.RemoveAll(Dir(d.Root, c.ID)); err != nil {
-			errs = append(errs, fmt.Errorf("removing the files of container %s: %w", c.Name, err))
+			return fmt.Errorf("removing the files of container %s: %w", c.Name, err)
 		}
 	}
-	return errors.Join(errs...)
+	if err := d.Containers.Delete(ctx, c.ID); err != nil && !errdefs.IsNotFound(err) {
+		return fmt.Errorf("removing container %s: %w", c.Name, err)
+	}
+	return nil
 }
 
 // Dir is the folder of the container's logs and network files.
