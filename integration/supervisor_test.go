@@ -464,25 +464,64 @@ func TestParallelRunDetached(t *testing.T) {
 	d.must(append([]string{"rm"}, kept...)...)
 }
 
-func TestOrphanTaskRemovedAtStart(t *testing.T) {
+func TestOrphansRemovedAtStart(t *testing.T) {
 	if env.grpcurl == "" {
 		t.Skip("GRPCURL is not set")
 	}
 	d := containerDaemon(t)
 	removeAllAtEnd(t, d)
+	// A task whose record was dropped behind berth's back.
 	id := strings.TrimSpace(d.must("run", "-d", "busybox", "sleep", "600"))
 	shim := d.shimPid(t, id)
-	// Drop the record behind berth's back: its task is an orphan.
 	grpcurl(t, "-plaintext", "-unix", "-H", "berth-namespace: default", "-d", `{"id":"`+id+`"}`, d.address, "berth.containers.v1.Containers/Delete")
+	// A container whose shim and bundle vanished while berthd was down
+	// (as after a crash): runc's state of it is an orphan.
+	lostID := strings.TrimSpace(d.must("run", "-d", "--name", "lost", "busybox", "sleep", "600"))
+	lostInit, _ := strconv.Atoi(d.inspectf("lost", "{{.State.Pid}}"))
+	lostShim := d.shimPid(t, lostID)
+	// An empty cgroup of no container.
+	cgroup := filepath.Join("/sys/fs/cgroup/pids/berth", strings.Repeat("0fa1", 16))
+	if err := os.MkdirAll(cgroup, 0o755); err != nil {
+		t.Logf("no cgroup to test with: %v", err)
+		cgroup = ""
+	} else {
+		t.Cleanup(func() { os.Remove(cgroup) })
+	}
+
 	d.stop()
+	if err := syscall.Kill(lostShim, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, 5*time.Second, "the shim of lost killed", func() bool { return processGone(lostShim) })
+	bundle := filepath.Join(d.state, "tasks", "default", lostID)
+	if err := syscall.Unmount(filepath.Join(bundle, "rootfs"), 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(bundle); err != nil {
+		t.Fatal(err)
+	}
 	d.start()
+
 	waitUntil(t, 15*time.Second, "the orphan's shim gone", func() bool { return processGone(shim) })
 	waitUntil(t, 5*time.Second, "the orphan's bundle and folder gone", func() bool {
 		_, err1 := os.Stat(filepath.Join(d.state, "tasks", "default", id))
 		_, err2 := os.Stat(filepath.Join(d.root, "containers", id))
 		return os.IsNotExist(err1) && os.IsNotExist(err2)
 	})
-	// Its snapshot has no container either; it is not the supervisor's to
-	// remove (garbage collection's), so remove it here.
+	waitUntil(t, 10*time.Second, "the init of lost killed with its runtime state", func() bool { return processGone(lostInit) })
+	if _, err := os.Stat(filepath.Join(d.state, "runc", "default", lostID)); !os.IsNotExist(err) {
+		t.Errorf("the runtime state of lost is left: %v", err)
+	}
+	if got := d.inspectf("lost", "{{.State.Status}} {{.State.ExitCode}} {{.State.Error}}"); !strings.HasPrefix(got, "exited 255 its task was gone") {
+		t.Errorf("lost after berthd's start: %q", got)
+	}
+	if cgroup != "" {
+		if _, err := os.Stat(cgroup); !os.IsNotExist(err) {
+			t.Errorf("the orphan cgroup %s is left: %v", cgroup, err)
+		}
+	}
+	d.must("rm", "lost")
+	// The orphan's snapshot has no container either; it is garbage
+	// collection's to remove, not the supervisor's: remove it here.
 	d.berth("snapshot", "rm", id)
 }

@@ -579,8 +579,9 @@ func (s *Supervisor) reconcile(ctx context.Context, id string, p *tasksv1.Proces
 		return
 	}
 	// No task. A running or restarting container lost it (a reboot, or
-	// berthd killed while the back-off ran).
+	// berthd stopped while the back-off ran).
 	lost := st.Running || st.Restarting
+	due := st.Restarting // a restart decided before berthd stopped
 	if st.Running {
 		st.ExitCode, st.FinishedAt = LostExitCode, time.Now().UTC()
 		st.Error = "its task was gone when berthd started (the host rebooted, or its shim and bundle were removed)"
@@ -595,7 +596,8 @@ func (s *Supervisor) reconcile(ctx context.Context, id string, p *tasksv1.Proces
 	// As Docker: always ones start even when stopped by hand,
 	// unless-stopped ones unless stopped by hand; never-started ones stay.
 	start := !st.StartedAt.IsZero() && (policy.Name == containers.RestartAlways ||
-		policy.Name == containers.RestartUnlessStopped && !in.ManuallyStopped)
+		policy.Name == containers.RestartUnlessStopped && !in.ManuallyStopped ||
+		due && !in.ManuallyStopped)
 	if lost {
 		if err := s.save(ctx, c, st); err != nil {
 			return
@@ -644,7 +646,8 @@ func (s *Supervisor) removeOrphanCgroups(known map[string]bool) {
 		if containers.ValidateID(id) != nil || known[id] {
 			continue
 		}
-		if err := os.Remove(d); err != nil && !errors.Is(err, os.ErrNotExist) {
+		// Busy: processes (or child cgroups) still in it, not an orphan.
+		if err := os.Remove(d); err != nil && !errors.Is(err, os.ErrNotExist) && !errors.Is(err, syscall.EBUSY) {
 			slog.Warn("supervisor: removing an orphan cgroup", "path", d, "error", err)
 		}
 	}

@@ -568,7 +568,38 @@ func (s *Service) recover(ctx context.Context) error {
 		}()
 	}
 	wg.Wait()
+	s.removeOrphanRuntimeState(ctx)
 	return nil
+}
+
+// removeOrphanRuntimeState deletes the OCI runtime's state of containers
+// that have no bundle (a crash between the runtime's create and the
+// bundle's removal): only berth's own, under <state>/runc/<ns>/<id>.
+func (s *Service) removeOrphanRuntimeState(ctx context.Context) {
+	dirs, _ := filepath.Glob(filepath.Join(s.cfg.State, "runc", "*", "*"))
+	for _, d := range dirs {
+		ns, id := filepath.Base(filepath.Dir(d)), filepath.Base(d)
+		if containers.ValidateID(id) != nil {
+			continue
+		}
+		s.mu.Lock()
+		_, known := s.tasks[key(ns, id)]
+		s.mu.Unlock()
+		if known {
+			continue
+		}
+		runtime := s.cfg.Runtime
+		if runtime == "" {
+			runtime = "runc"
+		}
+		slog.InfoContext(ctx, "removing the runtime state of a container without a bundle", "namespace", ns, "id", id)
+		out, err := exec.CommandContext(ctx, runtime, "--root", filepath.Dir(d), "delete", "--force", id).CombinedOutput()
+		if err != nil {
+			slog.WarnContext(ctx, "removing orphan runtime state", "path", d, "error", err, "output", strings.TrimSpace(string(out)))
+			continue
+		}
+		os.RemoveAll(d) // runc removes it; another runtime may not
+	}
 }
 
 // recoverParallel bounds the shims reconnected to at once.
