@@ -39,9 +39,13 @@ func (d *daemon) inspectf(name, tmpl string) string {
 }
 
 // removeAllAtEnd removes every container when the test ends (before the
-// leftovers are checked), even after a failure.
+// leftovers are checked), even after a failure. It also fails the test
+// when berthd, built with -race, reported a data race.
 func removeAllAtEnd(t *testing.T, d *daemon) {
 	t.Cleanup(func() {
+		if log := d.log.String(); strings.Contains(log, "WARNING: DATA RACE") {
+			t.Errorf("berthd reported a data race:\n%s", log)
+		}
 		if out, _, _ := d.berth("ps", "-aq", "--no-trunc"); strings.TrimSpace(out) != "" {
 			d.berth(append([]string{"rm", "-f"}, strings.Fields(out)...)...)
 		}
@@ -87,7 +91,8 @@ func TestRestartPolicies(t *testing.T) {
 		t.Errorf("two restarts took %v: the back-off (100 ms, 200 ms) was not applied", el)
 	}
 	if got := d.inspectf("flaky", "{{.HostConfig.RestartPolicy.Name}}:{{.HostConfig.RestartPolicy.MaximumRetryCount}}"); got != "on-failure:2" {
-		t.Errorf("restart policy in inspect: %q", got)
+		out, errOut, code := d.berth("inspect", "flaky")
+		t.Errorf("restart policy in inspect: %q\n%s%s%d", got, out, errOut, code)
 	}
 	// on-failure does not restart a success.
 	d.must("run", "-d", "--name", "fine", "--restart", "on-failure", "busybox", "true")

@@ -779,6 +779,13 @@ func (s *Service) state(ctx context.Context, t *task, execID string) (*tasksv1.P
 	}
 	st, err := svc.State(ctx, &shimv1.StateRequest{Id: t.id, ExecId: execID})
 	if err != nil {
+		s.mu.Lock()
+		deleting := t.deleting
+		s.mu.Unlock()
+		if deleting {
+			// Its shim is going away with it: as good as gone.
+			return nil, errdefs.Errorf(errdefs.ErrNotFound, "task %q is being deleted", t.id)
+		}
 		return nil, errdefs.FromGRPC(err)
 	}
 	return &tasksv1.Process{
