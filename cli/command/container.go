@@ -145,7 +145,7 @@ func waitRecorded(ctx context.Context, cl *client.Client, id string) (c containe
 		select {
 		case <-ctx.Done():
 			return c, true, ctx.Err()
-		case <-time.After(20 * time.Millisecond):
+		case <-time.After(5 * time.Millisecond):
 		}
 	}
 }
