@@ -125,9 +125,10 @@ func isRunning(p *tasksv1.Process) bool {
 	return false
 }
 
-// waitRecorded waits until berthd's supervisor has recorded that the
-// container is not running (or removed it), and returns its fresh record
-// (ok false when it is gone).
+// waitRecorded waits until berthd's supervisor has handled the exit of
+// the container's task: recorded it and deleted the task (or restarted
+// it, or removed the container, --rm), and returns the fresh record (ok
+// false when it is gone). After a timeout it returns the record as it is.
 func waitRecorded(ctx context.Context, cl *client.Client, id string) (c containers.Container, ok bool, err error) {
 	deadline := time.Now().Add(recordTimeout)
 	for {
@@ -138,9 +139,21 @@ func waitRecorded(ctx context.Context, cl *client.Client, id string) (c containe
 		if err != nil {
 			return c, false, err
 		}
-		st := containers.StateOf(c)
-		if (!st.Running && !containers.IntentOf(c).AutoRemove) || time.Now().After(deadline) {
+		if time.Now().After(deadline) {
 			return c, true, nil
+		}
+		if !containers.IntentOf(c).AutoRemove {
+			p, err := taskOf(ctx, cl, id)
+			if err != nil {
+				return c, true, err
+			}
+			st := containers.StateOf(c)
+			switch {
+			case p == nil && !st.Running:
+				return c, true, nil
+			case isRunning(p) && st.Running && st.Pid == p.GetPid():
+				return c, true, nil // restarted by its policy
+			}
 		}
 		select {
 		case <-ctx.Done():

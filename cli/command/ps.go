@@ -193,6 +193,10 @@ func joinLabels(labels map[string]string) string {
 // with task p (nil when it has none).
 func containerStatus(c containers.Container, p *tasksv1.Process, now time.Time) (state, status string) {
 	st := containers.StateOf(c)
+	if p != nil && (st.StartedAt.IsZero() || !st.Running && st.FinishedAt.After(st.StartedAt)) {
+		// Started a moment ago: berthd has not recorded it yet.
+		st.StartedAt = now
+	}
 	if p != nil {
 		switch p.GetStatus() {
 		case tasksv1.Status_STATUS_RUNNING:
