@@ -228,6 +228,9 @@ func TestLiveRestoreAfterKill9(t *testing.T) {
 		d.must(append([]string{"run", "-d"}, args...)...)
 	}
 	e4 := strings.TrimSpace(d.must("ps", "-q", "--no-trunc", "--filter", "name=e4"))
+	// An exec that ends after berthd's restart: its exit is still reported.
+	d.must("exec", "-d", "s1", "sh", "-c", "sleep 6; exit 7")
+	s1 := d.inspectf("s1", "{{.Id}}")
 	before := counterLog(t, d, "c0")
 
 	_ = d.cmd.Process.Signal(syscall.SIGKILL)
@@ -235,6 +238,16 @@ func TestLiveRestoreAfterKill9(t *testing.T) {
 	d.cmd = nil
 	time.Sleep(time.Until(start.Add(3 * time.Second)))
 	d.start()
+	var execExit strings.Builder
+	var subscribed *exec.Cmd
+	if env.grpcurl != "" {
+		subscribed = exec.Command(env.grpcurl, "-plaintext", "-unix", "-max-time", "6", "-d", `{"filters":["topic==\"/tasks/exit\""]}`,
+			d.address, "berth.events.v1.Events/Subscribe")
+		subscribed.Stdout = &execExit
+		if err := subscribed.Start(); err != nil {
+			t.Fatal(err)
+		}
+	}
 
 	// All twenty still run.
 	for i := range counters {
@@ -307,6 +320,14 @@ func TestLiveRestoreAfterKill9(t *testing.T) {
 	follow.Wait()
 	if seen < 0 {
 		t.Errorf("logs -f did not follow c1 past line %d", now+5)
+	}
+
+	if subscribed != nil {
+		subscribed.Wait() // ends with -max-time
+		out := execExit.String()
+		if !strings.Contains(out, s1) || !strings.Contains(out, `"exitStatus": 7`) {
+			t.Errorf("the exit of an exec started before berthd's restart was not reported: %s", out)
+		}
 	}
 
 	// exec and stop work on the containers found again.
