@@ -388,3 +388,20 @@ func TestDaemonStart(t *testing.T) {
 		t.Error("a --rm container that lost its task was not removed")
 	}
 }
+
+func TestRestartingWhileBackingOffAndOOM(t *testing.T) {
+	e := newEnv(t)
+	e.start()
+	id := e.container("always", containers.Intent{}, containers.State{})
+	e.run(id)
+	e.tasks.pub.Publish(e.ctx, TopicOOM, &eventsv1.TaskOOM{ContainerId: id})
+	e.tasks.exit(id, 137)
+	st := e.waitState(id, "restarting", func(st containers.State) bool { return st.Restarting })
+	if st.Running || st.RestartCount != 1 || !st.OOMKilled || st.ExitCode != 137 {
+		t.Errorf("state while restarting: %+v", st)
+	}
+	st = e.waitState(id, "restarted", func(st containers.State) bool { return st.Running })
+	if st.Restarting || st.OOMKilled || st.RestartCount != 1 {
+		t.Errorf("state once restarted: %+v", st)
+	}
+}
