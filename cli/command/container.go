@@ -142,6 +142,9 @@ func waitRecorded(ctx context.Context, cl *client.Client, id string) (c containe
 		if time.Now().After(deadline) {
 			return c, true, nil
 		}
+		if containers.StateOf(c).Dead {
+			return c, true, nil // berthd could not remove it
+		}
 		if !containers.IntentOf(c).AutoRemove {
 			p, err := taskOf(ctx, cl, id)
 			if err != nil {

@@ -206,12 +206,21 @@ func runError(ctr containers.Container, err error) error {
 // for that (and removes it if the supervisor could not).
 func (c *CLI) runAttached(ctx context.Context, cl *client.Client, ctr containers.Container) (retErr error) {
 	autoRemove := containers.IntentOf(ctr).AutoRemove
+	started := false
 	defer func() {
 		if !autoRemove {
 			return
 		}
 		ctx := context.WithoutCancel(ctx)
-		if fresh, ok, err := waitRecorded(ctx, cl, ctr.ID); err == nil && ok {
+		fresh, ok := ctr, true
+		if started {
+			// berthd removes it once it exited.
+			var err error
+			if fresh, ok, err = waitRecorded(ctx, cl, ctr.ID); err != nil {
+				return
+			}
+		}
+		if ok {
 			if err := removeContainer(ctx, cl, fresh); err != nil && retErr == nil {
 				retErr = failed(err)
 			}
@@ -256,13 +265,14 @@ func (c *CLI) runAttached(ctx context.Context, cl *client.Client, ctr containers
 	// ends when the container does, not when it is interrupted. Signals
 	// that come while the task starts are queued and sent once it runs.
 	ctx = context.WithoutCancel(ctx)
-	started := make(chan struct{})
-	stopProxy := proxySignals(ctx, cl, ctr.ID, "", started)
+	startedCh := make(chan struct{})
+	stopProxy := proxySignals(ctx, cl, ctr.ID, "", startedCh)
 	defer stopProxy()
 	if err := startTask(ctx, cl, ctr, tio); err != nil {
 		return err
 	}
-	close(started)
+	started = true
+	close(startedCh)
 	wr, err := cl.Tasks.Wait(ctx, &tasksv1.WaitRequest{ContainerId: ctr.ID})
 	if err != nil && !errdefs.IsNotFound(err) {
 		return failed(fmt.Errorf("waiting for container %s: %w", ctr.Name, err))
