@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"strconv"
 	"time"
 
@@ -135,6 +136,9 @@ func newInspectContainer(ctr containers.Container, p *tasksv1.Process, imageID s
 			ic.State.FinishedAt = inspectTime(p.GetExitedAt().AsTime())
 		}
 	}
+	// The restart policy shows as HostConfig.RestartPolicy, as Docker's.
+	ic.Config.Labels = maps.Clone(ic.Config.Labels)
+	delete(ic.Config.Labels, containers.RestartPolicyLabel)
 	if ic.Config.Labels == nil {
 		ic.Config.Labels = map[string]string{}
 	}

@@ -940,12 +940,21 @@ func (s *Service) Wait(ctx context.Context, req *tasksv1.WaitRequest) (*tasksv1.
 	}
 	wr, err := svc.Wait(ctx, &shimv1.WaitRequest{Id: t.id, ExecId: req.GetExecId()})
 	if err != nil {
-		// The task may have been deleted (its shim shut down) while the
-		// reply was on its way.
-		if dw := s.deletedExit(ctx, req); dw != nil {
-			return dw, nil
+		// The task may be deleted (its shim shutting down) while the
+		// reply was on its way: its exit is recorded once Delete ends.
+		deadline := time.Now().Add(shimExitTimeout)
+		for {
+			if dw := s.deletedExit(ctx, req); dw != nil {
+				return dw, nil
+			}
+			s.mu.Lock()
+			deleting := t.deleting
+			s.mu.Unlock()
+			if !deleting || req.GetExecId() != "" || time.Now().After(deadline) || ctx.Err() != nil {
+				return nil, errdefs.FromGRPC(err)
+			}
+			time.Sleep(5 * time.Millisecond)
 		}
-		return nil, errdefs.FromGRPC(err)
 	}
 	return &tasksv1.WaitResponse{ExitStatus: wr.GetExitStatus(), ExitedAt: wr.GetExitedAt()}, nil
 }
