@@ -551,3 +551,21 @@ func TestOrphansRemovedAtStart(t *testing.T) {
 	// collection's to remove, not the supervisor's: remove it here.
 	d.berth("snapshot", "rm", id)
 }
+
+func TestRestartKeepsAutoRemove(t *testing.T) {
+	d := containerDaemon(t)
+	removeAllAtEnd(t, d)
+	d.must("run", "-d", "--rm", "--name", "keep", "busybox", "sleep", "600")
+	pid := d.inspectf("keep", "{{.State.Pid}}")
+	d.must("restart", "-t", "1", "keep")
+	if got := d.inspectf("keep", "{{.State.Status}} {{.HostConfig.AutoRemove}}"); got != "running true" {
+		t.Fatalf("a --rm container after restart: %q", got)
+	}
+	if again := d.inspectf("keep", "{{.State.Pid}}"); again == pid {
+		t.Errorf("restart kept pid %s", pid)
+	}
+	d.must("stop", "-t", "1", "keep")
+	if out := d.must("ps", "-aq"); out != "" {
+		t.Errorf("a --rm container is left after stop: %q", out)
+	}
+}
