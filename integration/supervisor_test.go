@@ -505,6 +505,11 @@ func TestOrphansRemovedAtStart(t *testing.T) {
 	lostID := strings.TrimSpace(d.must("run", "-d", "--name", "lost", "busybox", "sleep", "600"))
 	lostInit, _ := strconv.Atoi(d.inspectf("lost", "{{.State.Pid}}"))
 	lostShim := d.shimPid(t, lostID)
+	// The same for one with --restart always: berthd starts it again (as
+	// after a reboot).
+	backID := strings.TrimSpace(d.must("run", "-d", "--name", "back", "--restart", "always", "busybox", "sleep", "600"))
+	backInit := d.inspectf("back", "{{.State.Pid}}")
+	backShim := d.shimPid(t, backID)
 	// An empty cgroup of no container.
 	cgroup := filepath.Join("/sys/fs/cgroup/pids/berth", strings.Repeat("0fa1", 16))
 	if err := os.MkdirAll(cgroup, 0o755); err != nil {
@@ -515,18 +520,29 @@ func TestOrphansRemovedAtStart(t *testing.T) {
 	}
 
 	d.stop()
-	if err := syscall.Kill(lostShim, syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	waitUntil(t, 5*time.Second, "the shim of lost killed", func() bool { return processGone(lostShim) })
-	bundle := filepath.Join(d.state, "tasks", "default", lostID)
-	if err := syscall.Unmount(filepath.Join(bundle, "rootfs"), 0); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.RemoveAll(bundle); err != nil {
-		t.Fatal(err)
+	for _, c := range []struct {
+		id   string
+		shim int
+	}{{lostID, lostShim}, {backID, backShim}} {
+		if err := syscall.Kill(c.shim, syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		waitUntil(t, 5*time.Second, "a shim killed", func() bool { return processGone(c.shim) })
+		bundle := filepath.Join(d.state, "tasks", "default", c.id)
+		if err := syscall.Unmount(filepath.Join(bundle, "rootfs"), 0); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.RemoveAll(bundle); err != nil {
+			t.Fatal(err)
+		}
 	}
 	d.start()
+	waitUntil(t, 10*time.Second, "back started again by berthd", func() bool {
+		return d.inspectf("back", "{{.State.Status}}") == "running"
+	})
+	if pid := d.inspectf("back", "{{.State.Pid}}"); pid == backInit {
+		t.Errorf("back runs with its old pid %s", pid)
+	}
 
 	waitUntil(t, 15*time.Second, "the orphan's shim gone", func() bool { return processGone(shim) })
 	waitUntil(t, 5*time.Second, "the orphan's bundle and folder gone", func() bool {
@@ -547,6 +563,7 @@ func TestOrphansRemovedAtStart(t *testing.T) {
 		}
 	}
 	d.must("rm", "lost")
+	d.must("rm", "-f", "back")
 	// The orphan's snapshot has no container either; it is garbage
 	// collection's to remove, not the supervisor's: remove it here.
 	d.berth("snapshot", "rm", id)
