@@ -5,77 +5,50 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
-	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/emptypb"
 
 	"github.com/berth-engine/berth/cli/client"
 	"github.com/berth-engine/berth/internal/errdefs"
 	tasksv1 "github.com/berth-engine/berth/proto/tasks/v1"
 	"github.com/berth-engine/berth/services/containers"
+	"github.com/berth-engine/berth/services/containers/removal"
+	"github.com/berth-engine/berth/snapshotter/snapshots"
 )
 
-// Container records carry what Docker keeps in a container's state, in
-// extensions the CLI reads and writes.
-const (
-	// stateExtension holds a containerState as JSON.
-	stateExtension = "berth-state"
-	stateTypeURL   = "types.berth.dev/berth/cli/ContainerState"
-	// runtimeName is the runtime recorded in containers berth creates.
-	runtimeName = "runc"
-)
+// runtimeName is the runtime recorded in containers berth creates.
+const runtimeName = "runc"
 
-// containerState is what a container's record remembers of its last run,
-// so that `ps -a` can say "Exited (3) 2 minutes ago" once the task is gone.
-type containerState struct {
-	StartedAt  time.Time `json:"started_at,omitzero"`
-	FinishedAt time.Time `json:"finished_at,omitzero"`
-	ExitCode   uint32    `json:"exit_code"`
-	// AutoRemove removes the container when it exits (--rm); the CLI that
-	// waits for the exit does it.
-	AutoRemove bool `json:"auto_remove,omitempty"`
-	// Entrypoint and Cmd are what the container runs, apart, as create
-	// merged them from the image and the flags; Docker's inspect shows
-	// them so. Records made before they were kept have neither.
-	Entrypoint []string `json:"entrypoint,omitempty"`
-	Cmd        []string `json:"cmd,omitempty"`
-}
+// recordTimeout bounds the wait for berthd's supervisor to record an exit
+// or remove a container run with --rm.
+const recordTimeout = 10 * time.Second
 
-func stateOf(c containers.Container) containerState {
-	var st containerState
-	if a := c.Extensions[stateExtension]; a != nil {
-		_ = json.Unmarshal(a.GetValue(), &st) // a damaged state reads as "never ran"
-	}
-	return st
-}
-
-// setState sets st in c's extensions.
-func setState(c *containers.Container, st containerState) error {
-	b, err := json.Marshal(st)
-	if err != nil {
+// saveIntent records what the user asked of the container; berthd's
+// supervisor owns the rest of its state.
+func saveIntent(ctx context.Context, cl *client.Client, c containers.Container, in containers.Intent) error {
+	if err := containers.SetIntent(&c, in); err != nil {
 		return err
 	}
-	c.Extensions = map[string]*anypb.Any{stateExtension: {TypeUrl: stateTypeURL, Value: b}}
+	if _, err := cl.Containers.Update(ctx, c, "extensions."+containers.IntentExtension); err != nil {
+		return fmt.Errorf("recording the intent for container %s: %w", c.Name, err)
+	}
 	return nil
 }
 
-// saveState records st in the container's record.
-func saveState(ctx context.Context, cl *client.Client, c containers.Container, st containerState) error {
-	if err := setState(&c, st); err != nil {
-		return err
+// setManuallyStopped records whether the user stopped the container, so
+// that its restart policy does not start it again.
+func setManuallyStopped(ctx context.Context, cl *client.Client, c containers.Container, stopped bool) error {
+	in := containers.IntentOf(c)
+	if in.ManuallyStopped == stopped {
+		return nil
 	}
-	if _, err := cl.Containers.Update(ctx, c, "extensions."+stateExtension); err != nil {
-		return fmt.Errorf("recording the state of container %s: %w", c.Name, err)
-	}
-	return nil
+	in.ManuallyStopped = stopped
+	return saveIntent(ctx, cl, c, in)
 }
 
 // newContainerID returns 64 random hexadecimal digits.
@@ -163,56 +136,66 @@ func isRunning(p *tasksv1.Process) bool {
 	return false
 }
 
-// reapTask deletes the container's stopped task, if any, and records its
-// exit in the container's state. A task deleted meanwhile (by another
-// berth waiting for it) is not an error.
-func reapTask(ctx context.Context, cl *client.Client, c containers.Container) (containerState, error) {
-	st := stateOf(c)
-	resp, err := cl.Tasks.Delete(ctx, &tasksv1.DeleteTaskRequest{ContainerId: c.ID})
-	if errdefs.IsNotFound(err) {
-		if fresh, gerr := cl.Containers.Get(ctx, c.ID); gerr == nil {
-			return stateOf(fresh), nil
+// waitRecorded waits until berthd's supervisor has handled the exit of
+// the container's task: recorded it and deleted the task (or restarted
+// it, or removed the container, --rm), and returns the fresh record (ok
+// false when it is gone). After a timeout it returns the record as it is.
+func waitRecorded(ctx context.Context, cl *client.Client, id string) (c containers.Container, ok bool, err error) {
+	deadline := time.Now().Add(recordTimeout)
+	for {
+		c, err := cl.Containers.Get(ctx, id)
+		if errdefs.IsNotFound(err) {
+			return containers.Container{}, false, nil
 		}
-		return st, nil
+		if err != nil {
+			return c, false, err
+		}
+		if time.Now().After(deadline) {
+			return c, true, nil
+		}
+		if containers.StateOf(c).Dead {
+			return c, true, nil // berthd could not remove it
+		}
+		if !containers.IntentOf(c).AutoRemove {
+			p, err := taskOf(ctx, cl, id)
+			if err != nil {
+				return c, true, err
+			}
+			st := containers.StateOf(c)
+			switch {
+			case p == nil && !st.Running:
+				return c, true, nil
+			case isRunning(p) && st.Running && st.Pid == p.GetPid():
+				return c, true, nil // restarted by its policy
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return c, true, ctx.Err()
+		case <-time.After(5 * time.Millisecond):
+		}
 	}
-	if err != nil {
-		return st, fmt.Errorf("deleting the task of container %s: %w", c.Name, err)
-	}
-	st.ExitCode = resp.GetExitStatus()
-	st.FinishedAt = time.Now().UTC()
-	if resp.GetExitedAt() != nil && !resp.GetExitedAt().AsTime().IsZero() {
-		st.FinishedAt = resp.GetExitedAt().AsTime()
-	}
-	return st, saveState(ctx, cl, c, st)
 }
 
 // removeContainer deletes the container's task, record, snapshot and files.
 func removeContainer(ctx context.Context, cl *client.Client, c containers.Container) error {
-	if _, err := cl.Tasks.Delete(ctx, &tasksv1.DeleteTaskRequest{ContainerId: c.ID}); err != nil && !errdefs.IsNotFound(err) {
-		return fmt.Errorf("removing container %s: deleting its task: %w", c.Name, err)
+	root, err := berthdRoot(ctx, cl)
+	if err != nil {
+		return err
 	}
-	if err := cl.Containers.Delete(ctx, c.ID); err != nil && !errdefs.IsNotFound(err) {
-		return fmt.Errorf("removing container %s: %w", c.Name, err)
-	}
-	var errs []error
-	if c.SnapshotKey != "" && c.Snapshotter != "" {
-		if err := cl.Snapshotter(c.Snapshotter).Remove(ctx, c.SnapshotKey); err != nil && !errdefs.IsNotFound(err) {
-			errs = append(errs, fmt.Errorf("removing the root filesystem snapshot of container %s: %w", c.Name, err))
-		}
-	}
-	if dir, err := containerDir(ctx, cl, c.ID); err == nil {
-		if err := os.RemoveAll(dir); err != nil {
-			errs = append(errs, fmt.Errorf("removing the files of container %s: %w", c.Name, err))
-		}
-	} else {
-		errs = append(errs, err)
-	}
-	return errors.Join(errs...)
+	return removal.Remove(ctx, removal.Deps{
+		Tasks: cl.Tasks, Containers: cl.Containers, Root: root,
+		Snapshotter: func(name string) snapshots.Snapshotter {
+			if name == "" {
+				return nil
+			}
+			return cl.Snapshotter(name)
+		},
+	}, c)
 }
 
-// containerDir is <root>/containers/<id> on berthd's root, where the
-// container's log and network files live. berth runs on berthd's machine.
-func containerDir(ctx context.Context, cl *client.Client, id string) (string, error) {
+// berthdRoot is berthd's root folder. berth runs on berthd's machine.
+func berthdRoot(ctx context.Context, cl *client.Client) (string, error) {
 	info, err := cl.Introspection.Info(ctx, &emptypb.Empty{})
 	if err != nil {
 		return "", fmt.Errorf("asking berthd for its root: %w", errdefs.FromGRPC(err))
@@ -220,7 +203,17 @@ func containerDir(ctx context.Context, cl *client.Client, id string) (string, er
 	if info.GetRoot() == "" {
 		return "", errdefs.Errorf(errdefs.ErrFailedPrecondition, "berthd does not report its root folder")
 	}
-	return filepath.Join(info.GetRoot(), "containers", id), nil
+	return info.GetRoot(), nil
+}
+
+// containerDir is <root>/containers/<id> on berthd's root, where the
+// container's log and network files live.
+func containerDir(ctx context.Context, cl *client.Client, id string) (string, error) {
+	root, err := berthdRoot(ctx, cl)
+	if err != nil {
+		return "", err
+	}
+	return removal.Dir(root, id), nil
 }
 
 // specOf decodes the container's OCI spec.

@@ -16,7 +16,7 @@ import (
 	"github.com/berth-engine/berth/services/containers"
 )
 
-func testContainer(t *testing.T, s *specs.Spec, st containerState) containers.Container {
+func testContainer(t *testing.T, s *specs.Spec, st containers.State) containers.Container {
 	t.Helper()
 	b, err := json.Marshal(s)
 	if err != nil {
@@ -27,7 +27,7 @@ func testContainer(t *testing.T, s *specs.Spec, st containerState) containers.Co
 		Spec:      &anypb.Any{TypeUrl: containers.SpecTypeURL, Value: b},
 		CreatedAt: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC),
 	}
-	if err := setState(&c, st); err != nil {
+	if err := containers.SetState(&c, st); err != nil {
 		t.Fatal(err)
 	}
 	return c
@@ -38,7 +38,7 @@ func TestExecProcessSpec(t *testing.T) {
 		Args: []string{"sleep", "60"}, Env: []string{"PATH=/bin", "KEEP=1", "DROP=1"}, Cwd: "/",
 		User: specs.User{UID: 7, GID: 8},
 	}}
-	ctr := testContainer(t, s, containerState{})
+	ctr := testContainer(t, s, containers.State{})
 	envFile := filepath.Join(t.TempDir(), "env")
 	if err := os.WriteFile(envFile, []byte("# comment\nFROMFILE=yes\nKEEP=2\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -79,7 +79,10 @@ func TestNewInspectContainer(t *testing.T) {
 		Linux: &specs.Linux{Namespaces: []specs.LinuxNamespace{{Type: specs.PIDNamespace}}},
 	}
 	started := time.Date(2026, 1, 2, 4, 0, 0, 0, time.UTC)
-	ctr := testContainer(t, s, containerState{StartedAt: started, AutoRemove: true})
+	ctr := testContainer(t, s, containers.State{StartedAt: started, RestartCount: 2, OOMKilled: true})
+	if err := containers.SetIntent(&ctr, containers.Intent{AutoRemove: true}); err != nil {
+		t.Fatal(err)
+	}
 	now := started.Add(time.Minute)
 	ic := newInspectContainer(ctr, &tasksv1.Process{Pid: 42, Status: tasksv1.Status_STATUS_PAUSED}, "sha256:abc", now)
 	if ic.State.Status != "paused" || !ic.State.Running || !ic.State.Paused || ic.State.Pid != 42 || ic.State.FinishedAt != zeroTime {
@@ -88,6 +91,9 @@ func TestNewInspectContainer(t *testing.T) {
 	if ic.Name != "/web" || ic.Path != "sleep" || !slices.Equal(ic.Args, []string{"60"}) || ic.Config.User != "65534:65534" ||
 		ic.Config.Image != "busybox:latest" || ic.Config.WorkingDir != "/w" || ic.Config.Hostname != "h" || ic.Image != "sha256:abc" {
 		t.Errorf("inspect: %+v", ic)
+	}
+	if ic.RestartCount != 2 || !ic.State.OOMKilled || ic.HostConfig.RestartPolicy.Name != "no" {
+		t.Errorf("restart count %d, OOMKilled %v, policy %+v", ic.RestartCount, ic.State.OOMKilled, ic.HostConfig.RestartPolicy)
 	}
 	if ic.HostConfig.NetworkMode != "host" || !ic.HostConfig.AutoRemove {
 		t.Errorf("host config: %+v", ic.HostConfig)

@@ -76,7 +76,15 @@ func TestResolveContainer(t *testing.T) {
 func TestContainerStatus(t *testing.T) {
 	now := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
 	ran := containers.Container{}
-	if err := setState(&ran, containerState{StartedAt: now.Add(-3 * time.Second), FinishedAt: now.Add(-2 * time.Minute), ExitCode: 2}); err != nil {
+	if err := containers.SetState(&ran, containers.State{StartedAt: now.Add(-3 * time.Second), FinishedAt: now.Add(-2 * time.Minute), ExitCode: 2}); err != nil {
+		t.Fatal(err)
+	}
+	restarting := containers.Container{}
+	if err := containers.SetState(&restarting, containers.State{Restarting: true, FinishedAt: now.Add(-2 * time.Second), ExitCode: 3, RestartCount: 1}); err != nil {
+		t.Fatal(err)
+	}
+	stoppedWhileRestarting := restarting
+	if err := containers.SetIntent(&stoppedWhileRestarting, containers.Intent{ManuallyStopped: true}); err != nil {
 		t.Fatal(err)
 	}
 	for _, tc := range []struct {
@@ -87,6 +95,8 @@ func TestContainerStatus(t *testing.T) {
 	}{
 		{"never started", containers.Container{}, nil, "created", "Created"},
 		{"exited, task gone", ran, nil, "exited", "Exited (2) 2 minutes ago"},
+		{"restarting", restarting, nil, "restarting", "Restarting (3) 2 seconds ago"},
+		{"stopped while restarting", stoppedWhileRestarting, nil, "exited", "Exited (3) 2 seconds ago"},
 		{"running", ran, &tasksv1.Process{Status: tasksv1.Status_STATUS_RUNNING}, "running", "Up 3 seconds"},
 		{"stopped task", ran, &tasksv1.Process{Status: tasksv1.Status_STATUS_STOPPED, ExitStatus: 137, ExitedAt: timestamppb.New(now.Add(-5 * time.Second))}, "exited", "Exited (137) 5 seconds ago"},
 	} {

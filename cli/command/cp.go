@@ -149,8 +149,8 @@ func keepTrailing(orig, abs string) string {
 // filesystem. A running (or paused) container is seen through its init
 // process's root, /proc/PID/root, so that the tmpfs and bind mounts inside
 // it are seen as the container sees them. A stopped container's snapshot
-// is mounted in a temporary folder, read-only when readOnly, after its
-// stopped task is reaped so that its rootfs is not mounted twice.
+// is mounted in a temporary folder, read-only when readOnly, once berthd
+// deleted its stopped task, so that its rootfs is not mounted twice.
 func withContainerRoot(ctx context.Context, cl *client.Client, ctr containers.Container, readOnly bool, fn func(root string) error) error {
 	p, err := taskOf(ctx, cl, ctr.ID)
 	if err != nil {
@@ -163,9 +163,11 @@ func withContainerRoot(ctx context.Context, cl *client.Client, ctr containers.Co
 		}
 	}
 	if p != nil && !isRunning(p) && p.GetStatus() != tasksv1.Status_STATUS_CREATED {
-		if _, err := reapTask(ctx, cl, ctr); err != nil {
+		// berthd's supervisor deletes the exited task, which unmounts it.
+		if _, _, err := waitRecorded(ctx, cl, ctr.ID); err != nil {
 			return err
 		}
+		p = nil
 	}
 	if ctr.SnapshotKey == "" || ctr.Snapshotter == "" {
 		return errdefs.Errorf(errdefs.ErrFailedPrecondition, "container %s has no root filesystem snapshot", ctr.Name)

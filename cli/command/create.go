@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -43,6 +44,7 @@ type createOptions struct {
 	interactive bool
 	tty         bool
 	attach      []string
+	restart     string
 	// entrypointSet tells --entrypoint "" (no entrypoint) from no flag.
 	entrypointSet bool
 	// limits are --privileged, --cap-add, --memory, ... (create_limits.go).
@@ -66,6 +68,7 @@ func (o *createOptions) addFlags(flags *pflag.FlagSet) {
 	flags.BoolVarP(&o.interactive, "interactive", "i", false, "Keep STDIN open even if not attached")
 	flags.BoolVarP(&o.tty, "tty", "t", false, "Allocate a pseudo-TTY")
 	flags.StringSliceVarP(&o.attach, "attach", "a", nil, "Attach to STDIN, STDOUT or STDERR")
+	flags.StringVar(&o.restart, "restart", "no", "Restart policy to apply when a container exits")
 }
 
 func newCreateCommand(c *CLI) *cobra.Command {
@@ -114,7 +117,11 @@ func (c *CLI) createContainer(ctx context.Context, cl *client.Client, o createOp
 	if err != nil {
 		return containers.Container{}, err
 	}
-	stdio, err := o.stdio()
+	config, err := o.config()
+	if err != nil {
+		return containers.Container{}, err
+	}
+	restart, err := o.restartPolicy()
 	if err != nil {
 		return containers.Container{}, err
 	}
@@ -214,8 +221,8 @@ func (c *CLI) createContainer(ctx context.Context, cl *client.Client, o createOp
 	}
 
 	entrypoint, cmd := ocispec.EntrypointAndCmd(cfg.Config.Entrypoint, cfg.Config.Cmd, runOpts.Entrypoint, runOpts.Cmd)
-	st, _ := json.Marshal(containerState{AutoRemove: o.autoRemove, Entrypoint: entrypoint, Cmd: cmd})
-	stdioJSON, _ := json.Marshal(stdio)
+	config.Entrypoint, config.Cmd = entrypoint, cmd
+	configJSON, _ := json.Marshal(config)
 	record := containers.Container{
 		ID:          id,
 		Name:        o.name,
@@ -226,10 +233,19 @@ func (c *CLI) createContainer(ctx context.Context, cl *client.Client, o createOp
 		Snapshotter: snapshotter,
 		SnapshotKey: id,
 		Extensions: map[string]*anypb.Any{
-			stateExtension:      {TypeUrl: stateTypeURL, Value: st},
 			hostConfigExtension: hostAny,
-			stdioExtension:      {TypeUrl: stdioTypeURL, Value: stdioJSON},
+			configExtension:     {TypeUrl: configTypeURL, Value: configJSON},
 		},
+	}
+	if restart.Name != containers.RestartNo {
+		record.Labels = maps.Clone(record.Labels)
+		if record.Labels == nil {
+			record.Labels = map[string]string{}
+		}
+		record.Labels[containers.RestartPolicyLabel] = restart.String()
+	}
+	if err := containers.SetIntent(&record, containers.Intent{AutoRemove: o.autoRemove}); err != nil {
+		return containers.Container{}, err
 	}
 	// A generated name may be taken; Docker retries with a digit added.
 	for retry := 0; ; retry++ {
@@ -322,6 +338,18 @@ func (o createOptions) runOptions(cmdArgs []string) (ocispec.RunOptions, error) 
 		ro.Labels[k] = v
 	}
 	return ro, nil
+}
+
+// restartPolicy parses --restart; as Docker, it cannot go with --rm.
+func (o createOptions) restartPolicy() (containers.RestartPolicy, error) {
+	p, err := containers.ParseRestartPolicy(o.restart)
+	if err != nil {
+		return p, err
+	}
+	if o.autoRemove && p.Name != containers.RestartNo {
+		return p, errdefs.Errorf(errdefs.ErrInvalidArgument, "Conflicting options: --restart and --rm")
+	}
+	return p, nil
 }
 
 // writeNetworkFiles writes the container's /etc/hosts, /etc/hostname and

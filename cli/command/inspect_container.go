@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"strconv"
 	"time"
 
@@ -53,10 +54,16 @@ type inspectState struct {
 }
 
 type inspectHostConfig struct {
-	NetworkMode string
-	AutoRemove  bool
-	LogConfig   inspectLogConfig
+	NetworkMode   string
+	RestartPolicy inspectRestartPolicy
+	AutoRemove    bool
+	LogConfig     inspectLogConfig
 	inspectLimits
+}
+
+type inspectRestartPolicy struct {
+	Name              string
+	MaximumRetryCount int
 }
 
 // inspectLogConfig is the log driver and its --log-opt options.
@@ -105,7 +112,8 @@ func inspectTime(t time.Time) string {
 // whose image has imageID (empty when unknown).
 func newInspectContainer(ctr containers.Container, p *tasksv1.Process, imageID string, now time.Time) inspectContainer {
 	state, _ := containerStatus(ctr, p, now)
-	st := stateOf(ctr)
+	st := containers.StateOf(ctr)
+	policy := containers.RestartPolicyOf(ctr)
 	ic := inspectContainer{
 		ID:      ctr.ID,
 		Created: inspectTime(ctr.CreatedAt),
@@ -114,17 +122,24 @@ func newInspectContainer(ctr containers.Container, p *tasksv1.Process, imageID s
 			Status:     state,
 			Running:    state == "running" || state == "paused",
 			Paused:     state == "paused",
+			Restarting: state == "restarting",
+			OOMKilled:  st.OOMKilled,
+			Dead:       st.Dead,
+			Error:      st.Error,
 			ExitCode:   int(st.ExitCode),
 			StartedAt:  inspectTime(st.StartedAt),
 			FinishedAt: inspectTime(st.FinishedAt),
 		},
-		Image:      imageID,
-		Name:       "/" + ctr.Name,
-		Driver:     ctr.Snapshotter,
-		Platform:   "linux",
-		HostConfig: inspectHostConfig{NetworkMode: "none", AutoRemove: st.AutoRemove, LogConfig: logConfigOf(ctr)},
-		Mounts:     []inspectMount{},
-		Config:     inspectContainerConfig{Image: displayName(ctr.Image), Labels: ctr.Labels},
+		Image:        imageID,
+		Name:         "/" + ctr.Name,
+		Driver:       ctr.Snapshotter,
+		Platform:     "linux",
+		RestartCount: st.RestartCount,
+		HostConfig: inspectHostConfig{NetworkMode: "none", AutoRemove: containers.IntentOf(ctr).AutoRemove,
+			RestartPolicy: inspectRestartPolicy{Name: policy.Name, MaximumRetryCount: policy.MaximumRetryCount},
+			LogConfig:     logConfigOf(ctr)},
+		Mounts: []inspectMount{},
+		Config: inspectContainerConfig{Image: displayName(ctr.Image), Labels: ctr.Labels},
 	}
 	if ic.State.Running {
 		ic.State.Pid = int(p.GetPid())
@@ -135,15 +150,20 @@ func newInspectContainer(ctr containers.Container, p *tasksv1.Process, imageID s
 			ic.State.FinishedAt = inspectTime(p.GetExitedAt().AsTime())
 		}
 	}
-	stdio := stdioOf(ctr)
-	ic.Config.AttachStdin, ic.Config.AttachStdout, ic.Config.AttachStderr = stdio.AttachStdin, stdio.AttachStdout, stdio.AttachStderr
-	ic.Config.OpenStdin, ic.Config.StdinOnce = stdio.OpenStdin, stdio.StdinOnce
+	cfg := configOf(ctr)
+	ic.Config.AttachStdin, ic.Config.AttachStdout, ic.Config.AttachStderr = cfg.AttachStdin, cfg.AttachStdout, cfg.AttachStderr
+	ic.Config.OpenStdin, ic.Config.StdinOnce = cfg.OpenStdin, cfg.StdinOnce
+	// The restart policy shows as HostConfig.RestartPolicy, as Docker's.
+	ic.Config.Labels = maps.Clone(ic.Config.Labels)
+	delete(ic.Config.Labels, containers.RestartPolicyLabel)
 	if ic.Config.Labels == nil {
 		ic.Config.Labels = map[string]string{}
 	}
 	s, err := specOf(ctr)
 	if err != nil {
-		ic.State.Error = err.Error()
+		if ic.State.Error == "" {
+			ic.State.Error = err.Error()
+		}
 		return ic
 	}
 	ic.Config.Hostname = s.Hostname
@@ -152,8 +172,8 @@ func newInspectContainer(ctr containers.Container, p *tasksv1.Process, imageID s
 			ic.Path, ic.Args = proc.Args[0], append([]string{}, proc.Args[1:]...)
 		}
 		ic.Config.Cmd = proc.Args
-		if st.Entrypoint != nil || st.Cmd != nil {
-			ic.Config.Entrypoint, ic.Config.Cmd = st.Entrypoint, st.Cmd
+		if cfg.Entrypoint != nil || cfg.Cmd != nil {
+			ic.Config.Entrypoint, ic.Config.Cmd = cfg.Entrypoint, cfg.Cmd
 		}
 		ic.Config.Env = proc.Env
 		ic.Config.WorkingDir = proc.Cwd

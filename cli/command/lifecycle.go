@@ -51,8 +51,12 @@ func parseSignal(s string) (syscall.Signal, error) {
 }
 
 // stopContainer signals the container with SIGTERM, waits up to timeout,
-// then kills it, and reaps its task so that its exit is recorded.
+// then kills it, and waits until berthd's supervisor recorded its exit.
+// The stop is recorded first, so that the restart policy leaves it.
 func stopContainer(ctx context.Context, cl *client.Client, ctr containers.Container, timeout time.Duration) error {
+	if err := setManuallyStopped(ctx, cl, ctr, true); err != nil {
+		return err
+	}
 	p, err := taskOf(ctx, cl, ctr.ID)
 	if err != nil {
 		return err
@@ -71,7 +75,7 @@ func stopContainer(ctx context.Context, cl *client.Client, ctr containers.Contai
 		}
 	}
 	if p != nil {
-		_, err = reapTask(ctx, cl, ctr)
+		_, _, err = waitRecorded(ctx, cl, ctr.ID)
 	}
 	return err
 }
@@ -131,9 +135,12 @@ func newStopCommand(c *CLI) *cobra.Command {
 				if err := stopContainer(ctx, cl, ctr, time.Duration(timeout)*time.Second); err != nil {
 					return err
 				}
-				// A container run with -d --rm goes once stopped.
-				if stateOf(ctr).AutoRemove {
-					return removeContainer(ctx, cl, ctr)
+				// A container run with -d --rm goes once stopped: berthd's
+				// supervisor removes it; make sure it went.
+				if containers.IntentOf(ctr).AutoRemove {
+					if fresh, ok, err := waitRecorded(ctx, cl, ctr.ID); err == nil && ok {
+						return removeContainer(ctx, cl, fresh)
+					}
 				}
 				return nil
 			})
@@ -166,6 +173,9 @@ func newKillCommand(c *CLI) *cobra.Command {
 				if !isRunning(p) {
 					return errdefs.Errorf(errdefs.ErrFailedPrecondition, "cannot kill container: %s: container %s is not running", ctr.Name, ctr.ID)
 				}
+				if err := setManuallyStopped(ctx, cl, ctr, true); err != nil {
+					return err
+				}
 				if _, err := cl.Tasks.Kill(ctx, &tasksv1.KillRequest{ContainerId: ctr.ID, Signal: uint32(sig), All: sig == syscall.SIGKILL}); err != nil {
 					return fmt.Errorf("cannot kill container: %s: %w", ctr.Name, err)
 				}
@@ -194,12 +204,16 @@ func newWaitCommand(c *CLI) *cobra.Command {
 					errs = append(errs, err)
 					continue
 				}
-				code := stateOf(ctr).ExitCode
+				code := containers.StateOf(ctr).ExitCode
 				wr, err := cl.Tasks.Wait(ctx, &tasksv1.WaitRequest{ContainerId: ctr.ID})
 				switch {
 				case err == nil:
 					code = wr.GetExitStatus()
-				case !errdefs.IsNotFound(err):
+				case errdefs.IsNotFound(err):
+					if fresh, ok, werr := waitRecorded(ctx, cl, ctr.ID); werr == nil && ok {
+						code = containers.StateOf(fresh).ExitCode
+					}
+				default:
 					errs = append(errs, fmt.Errorf("waiting for container %s: %w", arg, err))
 					continue
 				}
@@ -231,6 +245,10 @@ func newRmCommand(c *CLI) *cobra.Command {
 					if !force {
 						return errdefs.Errorf(errdefs.ErrFailedPrecondition,
 							"cannot remove container \"/%s\": container is running: stop the container before removing or force remove", ctr.Name)
+					}
+					// So that the restart policy does not start it again.
+					if err := setManuallyStopped(ctx, cl, ctr, true); err != nil {
+						return err
 					}
 					if err := killAndWait(ctx, cl, ctr, syscall.SIGKILL, 10*time.Second); err != nil {
 						return err

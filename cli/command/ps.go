@@ -225,10 +225,15 @@ func joinLabels(labels map[string]string) string {
 }
 
 // containerStatus returns Docker's State ("created", "running", "paused",
-// "exited") and Status ("Up 3 seconds", "Exited (0) 2 seconds ago",
-// "Created") of a container with task p (nil when it has none).
+// "restarting", "exited", "dead") and Status ("Up 3 seconds", "Exited (0)
+// 2 seconds ago", "Restarting (1) 1 second ago", "Created") of a container
+// with task p (nil when it has none).
 func containerStatus(c containers.Container, p *tasksv1.Process, now time.Time) (state, status string) {
-	st := stateOf(c)
+	st := containers.StateOf(c)
+	if p != nil && (st.StartedAt.IsZero() || !st.Running && st.FinishedAt.After(st.StartedAt)) {
+		// Started a moment ago: berthd has not recorded it yet.
+		st.StartedAt = now
+	}
 	if p != nil {
 		switch p.GetStatus() {
 		case tasksv1.Status_STATUS_RUNNING:
@@ -244,7 +249,12 @@ func containerStatus(c containers.Container, p *tasksv1.Process, now time.Time) 
 		}
 		return "created", "Created"
 	}
-	if !st.FinishedAt.IsZero() {
+	switch {
+	case st.Dead:
+		return "dead", "Dead"
+	case st.Restarting && !containers.IntentOf(c).ManuallyStopped:
+		return "restarting", fmt.Sprintf("Restarting (%d) %s", st.ExitCode, formatter.TimeAgo(st.FinishedAt, now))
+	case !st.FinishedAt.IsZero():
 		return "exited", fmt.Sprintf("Exited (%d) %s", st.ExitCode, formatter.TimeAgo(st.FinishedAt, now))
 	}
 	return "created", "Created"

@@ -1,6 +1,7 @@
 package command
 
 import (
+	"context"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -20,6 +21,28 @@ func newRestartCommand(c *CLI) *cobra.Command {
 				return err
 			}
 			return c.eachContainer(ctx, cl, args, func(ctr containers.Container) error {
+				// berthd removes a --rm container once it exits: not
+				// while it is restarted, as in Docker.
+				in := containers.IntentOf(ctr)
+				if in.AutoRemove {
+					held := in
+					held.AutoRemove = false
+					if err := saveIntent(ctx, cl, ctr, held); err != nil {
+						return err
+					}
+					fresh, err := cl.Containers.Get(ctx, ctr.ID)
+					if err != nil {
+						return err
+					}
+					ctr = fresh
+					defer func() {
+						if fresh, err := cl.Containers.Get(context.WithoutCancel(ctx), ctr.ID); err == nil {
+							in := containers.IntentOf(fresh)
+							in.AutoRemove = true
+							saveIntent(context.WithoutCancel(ctx), cl, fresh, in)
+						}
+					}()
+				}
 				if err := stopContainer(ctx, cl, ctr, time.Duration(timeout)*time.Second); err != nil {
 					return err
 				}

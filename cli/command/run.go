@@ -17,6 +17,7 @@ import (
 	"github.com/berth-engine/berth/internal/errdefs"
 	tasksv1 "github.com/berth-engine/berth/proto/tasks/v1"
 	"github.com/berth-engine/berth/services/containers"
+	"github.com/berth-engine/berth/services/containers/removal"
 )
 
 // Exit statuses of `run` and `start -a` when the container did not run,
@@ -193,12 +194,18 @@ func startTask(ctx context.Context, cl *client.Client, ctr containers.Container,
 		return nil
 	}
 	if p != nil {
-		if _, err := reapTask(ctx, cl, ctr); err != nil {
+		// berthd's supervisor records the exit and deletes the task; wait
+		// for it so that the exit is not lost.
+		if ctr, _, err = waitRecorded(ctx, cl, ctr.ID); err != nil {
 			return failed(err)
 		}
-		if ctr, err = cl.Containers.Get(ctx, ctr.ID); err != nil {
-			return failed(err)
+		if err := removal.DeleteTask(ctx, cl.Tasks, ctr.ID); err != nil {
+			return failed(fmt.Errorf("starting container %s: %w", ctr.Name, err))
 		}
+	}
+	// A start by hand lifts a stop by hand for the restart policy.
+	if err := setManuallyStopped(ctx, cl, ctr, false); err != nil {
+		return failed(err)
 	}
 	req := &tasksv1.CreateTaskRequest{ContainerId: ctr.ID}
 	// The spec says whether the process has a terminal (-t); the shim
@@ -211,12 +218,6 @@ func startTask(ctx context.Context, cl *client.Client, ctr containers.Container,
 	}
 	if _, err := cl.Tasks.Create(ctx, req); err != nil {
 		return runError(ctr, err)
-	}
-	st := stateOf(ctr)
-	st.StartedAt, st.FinishedAt, st.ExitCode = time.Now().UTC(), time.Time{}, 0
-	if err := saveState(ctx, cl, ctr, st); err != nil {
-		cl.Tasks.Delete(context.WithoutCancel(ctx), &tasksv1.DeleteTaskRequest{ContainerId: ctr.ID})
-		return failed(err)
 	}
 	if _, err := cl.Tasks.Start(ctx, &tasksv1.StartRequest{ContainerId: ctr.ID}); err != nil {
 		cl.Tasks.Delete(context.WithoutCancel(ctx), &tasksv1.DeleteTaskRequest{ContainerId: ctr.ID})
@@ -243,16 +244,30 @@ func runError(ctr containers.Container, err error) error {
 }
 
 // runAttached starts the container with the streams o names connected to
-// berth's, waits for it, and ends with its exit status. With --rm the
-// container is removed afterwards. When the user detaches (the detach keys
-// on a terminal), berth returns at once with status 0 and the container
-// goes on, its output going to the log.
+// berth's, waits for it, and ends with its exit status. With --rm,
+// berthd's supervisor removes the container once it exited; this waits
+// for that (and removes it if the supervisor could not). When the user
+// detaches (the detach keys on a terminal), berth returns at once with
+// status 0 and the container goes on, its output going to the log; berthd
+// removes it when it exits if it was run with --rm.
 func (c *CLI) runAttached(ctx context.Context, cl *client.Client, ctr containers.Container, o attachOptions) (retErr error) {
-	autoRemove := stateOf(ctr).AutoRemove
-	detached := false
+	autoRemove := containers.IntentOf(ctr).AutoRemove
+	started, detached := false, false
 	defer func() {
-		if autoRemove && !detached {
-			if err := removeContainer(context.WithoutCancel(ctx), cl, ctr); err != nil && retErr == nil {
+		if !autoRemove || detached {
+			return
+		}
+		ctx := context.WithoutCancel(ctx)
+		fresh, ok := ctr, true
+		if started {
+			// berthd removes it once it exited.
+			var err error
+			if fresh, ok, err = waitRecorded(ctx, cl, ctr.ID); err != nil {
+				return
+			}
+		}
+		if ok {
+			if err := removeContainer(ctx, cl, fresh); err != nil && retErr == nil {
 				retErr = failed(err)
 			}
 		}
@@ -279,9 +294,9 @@ func (c *CLI) runAttached(ctx context.Context, cl *client.Client, ctr containers
 	// ends when the container does, not when it is interrupted. Signals
 	// that come while the task starts are queued and sent once it runs.
 	ctx = context.WithoutCancel(ctx)
-	started := make(chan struct{})
+	startedCh := make(chan struct{})
 	if o.sigProxy && !o.tty {
-		stopProxy := proxySignals(ctx, cl, ctr.ID, "", started)
+		stopProxy := proxySignals(ctx, cl, ctr.ID, "", startedCh)
 		defer stopProxy()
 	}
 	if err := cio.setRaw(); err != nil {
@@ -290,7 +305,8 @@ func (c *CLI) runAttached(ctx context.Context, cl *client.Client, ctr containers
 	if err := startTask(ctx, cl, ctr, cio.taskIO()); err != nil {
 		return err
 	}
-	close(started)
+	started = true
+	close(startedCh)
 	cio.start(ctx, cl, ctr.ID, "")
 	wr, detached, err := cio.wait(ctx, cl, ctr.ID, "")
 	if detached {
@@ -308,15 +324,18 @@ func (c *CLI) runAttached(ctx context.Context, cl *client.Client, ctr containers
 	cio.waitOutput(5 * time.Second)
 	cio.restore()
 	code := wr.GetExitStatus()
-	if fresh, gerr := cl.Containers.Get(ctx, ctr.ID); gerr == nil {
-		ctr = fresh
-	}
-	st, err := reapTask(ctx, cl, ctr)
-	if err != nil {
-		return failed(err)
-	}
 	if wr == nil {
-		code = st.ExitCode
+		// Deleted before this waited: the supervisor recorded the exit.
+		fresh, ok, err := waitRecorded(ctx, cl, ctr.ID)
+		if err != nil {
+			return failed(err)
+		}
+		if ok {
+			code = containers.StateOf(fresh).ExitCode
+		}
+	} else if !autoRemove {
+		// So that what follows sees the container exited.
+		waitRecorded(ctx, cl, ctr.ID)
 	}
 	if code != 0 {
 		return &statusError{code: int(code)}

@@ -207,7 +207,7 @@ func (o *updateOptions) resources() (*specs.LinuxResources, error) {
 func updateContainer(ctx context.Context, cl *client.Client, ctr containers.Container, res *specs.LinuxResources, policy *containers.RestartPolicy) error {
 	var paths []string
 	if policy != nil {
-		if policy.Name != containers.RestartNo && stateOf(ctr).AutoRemove {
+		if policy.Name != containers.RestartNo && containers.IntentOf(ctr).AutoRemove {
 			return errdefs.Errorf(errdefs.ErrInvalidArgument, "cannot update container %s: Restart policy cannot be updated because AutoRemove is enabled for the container", ctr.Name)
 		}
 		if ctr.Labels == nil {

@@ -46,6 +46,7 @@ import (
 	"github.com/berth-engine/berth/services/leases/leaseserver"
 	"github.com/berth-engine/berth/services/metadata"
 	"github.com/berth-engine/berth/services/namespaces/namespaceserver"
+	"github.com/berth-engine/berth/services/supervisor"
 	tasklocal "github.com/berth-engine/berth/services/tasks/local"
 	"github.com/berth-engine/berth/services/tasks/taskserver"
 	"github.com/berth-engine/berth/snapshotter/snapshots"
@@ -72,6 +73,7 @@ type Server struct {
 	snapshotters *snapshotterSet
 	exchange     *exchange.Exchange
 	tasks        *tasklocal.Service
+	supervisor   *supervisor.Supervisor
 	grpc         *grpc.Server
 	health       *health.Server
 	registry     *prometheus.Registry
@@ -155,25 +157,43 @@ func New(ctx context.Context, cfg Config) (_ *Server, retErr error) {
 		return nil, fmt.Errorf("initialising metadata database %s: %w", dbPath, err)
 	}
 
+	snapshotterOf := func(name string) snapshots.Snapshotter {
+		if name == "" {
+			name = cfg.DefaultSnapshotter
+		}
+		return s.db.Snapshotter(name)
+	}
+	// The supervisor subscribes to task events before the tasks service
+	// recovers, so that the exits found during recovery reach it.
+	s.supervisor, err = supervisor.New(ctx, supervisor.Config{
+		Events:      s.exchange,
+		Containers:  s.db.Containers(),
+		Namespaces:  s.db.Namespaces(),
+		Snapshotter: snapshotterOf,
+		Root:        cfg.Root,
+		CgroupRoot:  "/sys/fs/cgroup",
+	})
+	if err != nil {
+		return nil, err
+	}
+	undo = append(undo, s.supervisor.Close)
 	// Tasks reconnect to the shims of a previous berthd here.
 	s.tasks, err = tasklocal.New(ctx, tasklocal.Config{
-		Root:       cfg.Root,
-		State:      cfg.State,
-		ShimBinary: cfg.ShimBinary,
-		Runtime:    cfg.Runtime,
-		Containers: s.db.Containers(),
-		Snapshotter: func(name string) snapshots.Snapshotter {
-			if name == "" {
-				name = cfg.DefaultSnapshotter
-			}
-			return s.db.Snapshotter(name)
-		},
-		Publisher: s.exchange,
+		Root:        cfg.Root,
+		State:       cfg.State,
+		ShimBinary:  cfg.ShimBinary,
+		Runtime:     cfg.Runtime,
+		Containers:  s.db.Containers(),
+		Snapshotter: snapshotterOf,
+		Publisher:   s.exchange,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("starting the tasks service: %w", err)
 	}
 	undo = append(undo, func() { s.tasks.Close() })
+	if err := s.supervisor.Start(ctx, s.tasks); err != nil {
+		return nil, err
+	}
 
 	s.registry = prometheus.NewRegistry()
 	grpcMetrics := grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram())
@@ -346,6 +366,7 @@ func (s *Server) Stop() {
 			cancel()
 		}
 		// The shims keep running; a later berthd reconnects to them.
+		s.supervisor.Close()
 		s.tasks.Close()
 		if err := s.db.Close(); err != nil {
 			slog.Warn("closing metadata", "error", err)

@@ -102,10 +102,15 @@ func (w *Writer) WriteEntry(stream string, line []byte) error {
 		}
 	}
 	n, err := w.f.Write(w.buf)
-	w.size += int64(n)
 	if err != nil {
+		// A half-written entry (a full disk) would break every reader:
+		// cut it off.
+		if n > 0 {
+			w.f.Truncate(w.size)
+		}
 		return fmt.Errorf("writing json-file log %s: %w", w.opts.Path, err)
 	}
+	w.size += int64(n)
 	return nil
 }
 
@@ -155,13 +160,35 @@ func (w *Writer) Close() error {
 // one entry of stream; a line longer than 16 KiB is split, and a last line
 // without newline is written as it is. Each line is also written to tee
 // when tee is not nil; a tee that fails is dropped, the log goes on.
+//
+// A line that cannot be logged (a full disk) is dropped, and reading goes
+// on so that the container is never blocked on its output; once the log
+// can be written again, an entry says how many lines were lost and why.
+// Copy then returns the first such error, after end of file.
 func (w *Writer) Copy(stream string, r io.Reader, tee io.Writer) error {
 	br := bufio.NewReaderSize(r, maxLine)
+	var (
+		dropped  int
+		firstErr error
+		lastErr  error
+	)
 	for {
 		line, err := br.ReadSlice('\n')
 		if len(line) > 0 {
-			if werr := w.WriteEntry(stream, line); werr != nil {
-				return werr
+			if dropped > 0 {
+				note := fmt.Sprintf("berth: %d lines of %s were not logged: %v\n", dropped, stream, lastErr)
+				if w.WriteEntry(stream, []byte(note)) == nil {
+					dropped = 0
+				}
+			}
+			if dropped > 0 {
+				dropped++
+			} else if werr := w.WriteEntry(stream, line); werr != nil {
+				lastErr = werr
+				if firstErr == nil {
+					firstErr = werr
+				}
+				dropped++
 			}
 			if tee != nil {
 				if _, terr := tee.Write(line); terr != nil {
@@ -172,7 +199,7 @@ func (w *Writer) Copy(stream string, r io.Reader, tee io.Writer) error {
 		switch err {
 		case nil, bufio.ErrBufferFull:
 		case io.EOF:
-			return nil
+			return firstErr
 		default:
 			return fmt.Errorf("reading the %s of the container: %w", stream, err)
 		}

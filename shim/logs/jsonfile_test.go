@@ -3,6 +3,7 @@ package logs
 import (
 	"bufio"
 	"encoding/json"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -162,5 +163,66 @@ func TestAppendsToExistingLog(t *testing.T) {
 	}
 	if n := len(readEntries(t, path)); n != 2 {
 		t.Errorf("got %d entries after two writers, want 2", n)
+	}
+}
+
+// switchingReader calls at before each line it returns, so that a test can
+// change the writer's file between lines.
+type switchingReader struct {
+	lines []string
+	at    func(i int)
+	i     int
+}
+
+func (r *switchingReader) Read(p []byte) (int, error) {
+	if r.i == len(r.lines) {
+		return 0, io.EOF
+	}
+	r.at(r.i)
+	n := copy(p, r.lines[r.i])
+	r.i++
+	return n, nil
+}
+
+func TestCopyDropsLinesOnAFullDiskAndSaysSo(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "c-json.log")
+	w, err := NewWriter(Options{Path: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	full, err := os.OpenFile("/dev/full", os.O_WRONLY, 0)
+	if err != nil {
+		t.Skipf("no /dev/full: %v", err)
+	}
+	defer full.Close()
+	real := w.f
+	r := &switchingReader{lines: []string{"a\n", "b\n", "c\n", "d\n"}, at: func(i int) {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		switch i {
+		case 1:
+			w.f = full
+		case 3:
+			w.f = real
+		}
+	}}
+	if err := w.Copy("stdout", r, nil); err == nil || !strings.Contains(err.Error(), "no space left") {
+		t.Errorf("Copy over a full disk returned %v, want ENOSPC", err)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		var e Entry
+		if err := json.Unmarshal([]byte(l), &e); err != nil {
+			t.Fatalf("damaged entry %q: %v", l, err)
+		}
+		got = append(got, e.Log)
+	}
+	if len(got) != 3 || got[0] != "a\n" || !strings.HasPrefix(got[1], "berth: 2 lines of stdout were not logged:") || got[2] != "d\n" {
+		t.Errorf("log after a full disk = %q", got)
 	}
 }

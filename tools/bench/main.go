@@ -61,6 +61,7 @@ func main() {
 		{"exec-true", benchExecTrue},
 		{"fifty-containers", benchFiftyContainers},
 		{"stats-fifty", benchStatsFifty},
+		{"restart-fifty", benchRestartFifty},
 	} {
 		if !selected(b.name, *only) {
 			continue

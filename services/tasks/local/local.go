@@ -87,6 +87,10 @@ type Service struct {
 
 	mu    sync.Mutex
 	tasks map[string]*task // by namespace/id
+	// deleted keeps the exit of each task deleted since its container's
+	// last Create, so that a Wait that comes after the supervisor deleted
+	// an exited task still gets its status.
+	deleted map[string]deletedExit
 
 	ctx    context.Context // ends on Close, stopping the exit watchers
 	cancel context.CancelFunc
@@ -94,6 +98,16 @@ type Service struct {
 }
 
 var _ tasks.Service = (*Service)(nil)
+
+// deletedExit is the exit of a deleted task.
+type deletedExit struct {
+	status    uint32
+	exitedAt  *timestamppb.Timestamp
+	deletedAt time.Time
+}
+
+// deletedExitTTL bounds how long the exit of a deleted task is kept.
+const deletedExitTTL = 10 * time.Minute
 
 // task is one task: a live shim, or the recorded exit of one that died.
 type task struct {
@@ -110,7 +124,18 @@ type task struct {
 	deleting bool
 	// oomPublished counts the /tasks/oom events published for the task.
 	oomPublished uint64
+	// started is closed once the start of the init process was published
+	// (or will never be), so that its exit is never published before it.
+	started   chan struct{}
+	startOnce sync.Once
 }
+
+func newTask(ns, id, bundle string) *task {
+	return &task{ns: ns, id: id, bundle: bundle, started: make(chan struct{})}
+}
+
+// markStarted lets the init process's exit be published.
+func (t *task) markStarted() { t.startOnce.Do(func() { close(t.started) }) }
 
 // New returns the tasks service and reconnects to the shims of the tasks
 // found under <state>/tasks; a task whose shim died is cleaned up with
@@ -127,7 +152,7 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 		return nil, fmt.Errorf("tasks service: %w", err)
 	}
 	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	s := &Service{cfg: cfg, shimBin: bin, shimBinErr: binErr, tasks: map[string]*task{}, ctx: sctx, cancel: cancel}
+	s := &Service{cfg: cfg, shimBin: bin, shimBinErr: binErr, tasks: map[string]*task{}, deleted: map[string]deletedExit{}, ctx: sctx, cancel: cancel}
 	if err := s.recover(ctx); err != nil {
 		s.Close()
 		return nil, err
@@ -249,13 +274,25 @@ func (s *Service) Create(ctx context.Context, req *tasksv1.CreateTaskRequest) (_
 		return nil, fmt.Errorf("creating the task of container %q: %w", id, err)
 	}
 	s.mu.Lock()
-	if _, ok := s.tasks[key(ns, id)]; ok {
+	// A task being deleted (its exit handled by the supervisor) goes in a
+	// moment: wait for it rather than fail.
+	for deadline := time.Now().Add(shimExitTimeout); ; {
+		old, ok := s.tasks[key(ns, id)]
+		if !ok {
+			break
+		}
+		if !old.deleting || time.Now().After(deadline) {
+			s.mu.Unlock()
+			return nil, errdefs.Errorf(errdefs.ErrAlreadyExists, "task %q already exists in namespace %q: delete it first", id, ns)
+		}
 		s.mu.Unlock()
-		return nil, errdefs.Errorf(errdefs.ErrAlreadyExists, "task %q already exists in namespace %q: delete it first", id, ns)
+		time.Sleep(10 * time.Millisecond)
+		s.mu.Lock()
 	}
 	// Reserve the name while the shim starts.
-	t := &task{ns: ns, id: id, bundle: s.bundleDir(ns, id)}
+	t := newTask(ns, id, s.bundleDir(ns, id))
 	s.tasks[key(ns, id)] = t
+	delete(s.deleted, key(ns, id))
 	s.mu.Unlock()
 	defer func() {
 		if retErr != nil {
@@ -280,6 +317,7 @@ func (s *Service) Create(ctx context.Context, req *tasksv1.CreateTaskRequest) (_
 	}
 	defer func() {
 		if retErr != nil {
+			t.markStarted()
 			s.teardown(context.WithoutCancel(ctx), t)
 		}
 	}()
@@ -444,8 +482,15 @@ func (s *Service) watch(t *task, execID string, pid uint32) {
 		defer s.wg.Done()
 		wr, err := svc.Wait(s.ctx, &shimv1.WaitRequest{Id: t.id, ExecId: execID})
 		if err == nil {
-			if wr.GetOomKilled() && execID == "" {
-				s.publishOOM(t, 0)
+			if execID == "" {
+				select {
+				case <-t.started:
+				case <-s.ctx.Done():
+					return
+				}
+				if wr.GetOomKilled() {
+					s.publishOOM(t, 0)
+				}
 			}
 			s.publish(s.ctx, t.ns, TopicExit, &eventsv1.TaskExit{
 				ContainerId: t.id, Id: execID, Pid: pid, ExitStatus: wr.GetExitStatus(), ExitedAt: wr.GetExitedAt(),
@@ -476,6 +521,10 @@ func (s *Service) reapDeadShim(ctx context.Context, t *task) {
 	if err != nil {
 		e = &shim.Exit{ExitStatus: 137, ExitedAt: time.Now().UTC(), Dead: true}
 	}
+	reason := ""
+	if e.Dead {
+		reason = "the container's shim died (was it killed?): its processes were killed and exit status 137 is assumed"
+	}
 	s.mu.Lock()
 	if t.client != nil {
 		t.client.Close()
@@ -486,13 +535,14 @@ func (s *Service) reapDeadShim(ctx context.Context, t *task) {
 		s.publishOOM(t, 0)
 	}
 	s.publish(ctx, t.ns, TopicExit, &eventsv1.TaskExit{
-		ContainerId: t.id, Pid: e.Pid, ExitStatus: e.ExitStatus, ExitedAt: timestamppb.New(e.ExitedAt),
+		ContainerId: t.id, Pid: e.Pid, ExitStatus: e.ExitStatus, ExitedAt: timestamppb.New(e.ExitedAt), Reason: reason,
 	})
 }
 
 // recover finds the tasks of a previous berthd under <state>/tasks.
 func (s *Service) recover(ctx context.Context) error {
 	root := filepath.Join(s.cfg.State, "tasks")
+	var found []*task
 	nsDirs, err := os.ReadDir(root)
 	if err != nil {
 		return fmt.Errorf("tasks service: reading %s: %w", root, err)
@@ -509,19 +559,89 @@ func (s *Service) recover(ctx context.Context) error {
 			if !d.IsDir() {
 				continue
 			}
-			t := &task{ns: nd.Name(), id: d.Name(), bundle: filepath.Join(root, nd.Name(), d.Name())}
+			t := newTask(nd.Name(), d.Name(), filepath.Join(root, nd.Name(), d.Name()))
+			t.markStarted() // started by a previous berthd
 			s.mu.Lock()
 			s.tasks[key(t.ns, t.id)] = t
 			s.mu.Unlock()
+			found = append(found, t)
+		}
+	}
+	// Shims answer in parallel: reconnect to several at once, so that a
+	// berthd with many containers is back quickly.
+	sem := make(chan struct{}, recoverParallel)
+	var wg sync.WaitGroup
+	for _, t := range found {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
 			if s.reconnect(ctx, t) {
 				s.watch(t, "", t.pid)
 				s.watchOOM(t, true)
-				continue
+				s.wg.Add(1)
+				go func() {
+					defer s.wg.Done()
+					s.watchExecs(s.ctx, t)
+				}()
+				return
 			}
 			s.reapDeadShim(ctx, t)
+		}()
+	}
+	wg.Wait()
+	s.removeOrphanRuntimeState(ctx)
+	return nil
+}
+
+// removeOrphanRuntimeState deletes the OCI runtime's state of containers
+// that have no bundle (a crash between the runtime's create and the
+// bundle's removal): only berth's own, under <state>/runc/<ns>/<id>.
+func (s *Service) removeOrphanRuntimeState(ctx context.Context) {
+	dirs, _ := filepath.Glob(filepath.Join(s.cfg.State, "runc", "*", "*"))
+	for _, d := range dirs {
+		ns, id := filepath.Base(filepath.Dir(d)), filepath.Base(d)
+		if containers.ValidateID(id) != nil {
+			continue
+		}
+		s.mu.Lock()
+		_, known := s.tasks[key(ns, id)]
+		s.mu.Unlock()
+		if known {
+			continue
+		}
+		runtime := s.cfg.Runtime
+		if runtime == "" {
+			runtime = "runc"
+		}
+		slog.InfoContext(ctx, "removing the runtime state of a container without a bundle", "namespace", ns, "id", id)
+		out, err := exec.CommandContext(ctx, runtime, "--root", filepath.Dir(d), "delete", "--force", id).CombinedOutput()
+		if err != nil {
+			slog.WarnContext(ctx, "removing orphan runtime state", "path", d, "error", err, "output", strings.TrimSpace(string(out)))
+			continue
+		}
+		os.RemoveAll(d) // runc removes it; another runtime may not
+	}
+}
+
+// recoverParallel bounds the shims reconnected to at once.
+const recoverParallel = 16
+
+// watchExecs watches the exec processes of a task found again after a
+// restart, so that their exits are published as if berthd had not gone.
+func (s *Service) watchExecs(ctx context.Context, t *task) {
+	sctx, cancel := context.WithTimeout(ctx, connectTimeout)
+	defer cancel()
+	pr, err := t.shim.Pids(sctx, &shimv1.PidsRequest{Id: t.id})
+	if err != nil {
+		slog.WarnContext(ctx, "listing the execs of a reconnected task", "namespace", t.ns, "id", t.id, "error", err)
+		return
+	}
+	for _, p := range pr.GetProcesses() {
+		if p.GetExecId() != "" {
+			s.watch(t, p.GetExecId(), p.GetPid())
 		}
 	}
-	return nil
 }
 
 // reconnect connects to the task's shim when it still serves.
@@ -561,10 +681,14 @@ func (s *Service) Start(ctx context.Context, req *tasksv1.StartRequest) (*tasksv
 	}
 	sr, err := svc.Start(ctx, &shimv1.StartRequest{Id: t.id, ExecId: req.GetExecId()})
 	if err != nil {
+		if req.GetExecId() == "" {
+			t.markStarted()
+		}
 		return nil, errdefs.FromGRPC(err)
 	}
 	if req.GetExecId() == "" {
 		s.publish(ctx, t.ns, TopicStart, &eventsv1.TaskStart{ContainerId: t.id, Pid: sr.GetPid()})
+		t.markStarted()
 	} else {
 		s.watch(t, req.GetExecId(), sr.GetPid())
 	}
@@ -586,6 +710,7 @@ func (s *Service) Delete(ctx context.Context, req *tasksv1.DeleteTaskRequest) (*
 	t.deleting = true
 	svc, exit := t.shim, t.exit
 	s.mu.Unlock()
+	t.markStarted()
 	resp := &tasksv1.DeleteResponse{Id: t.id}
 	if svc != nil {
 		dr, err := svc.Delete(ctx, &shimv1.DeleteRequest{Id: t.id})
@@ -616,6 +741,13 @@ func (s *Service) Delete(ctx context.Context, req *tasksv1.DeleteTaskRequest) (*
 	}
 	s.mu.Lock()
 	delete(s.tasks, key(t.ns, t.id))
+	now := time.Now()
+	for k, e := range s.deleted {
+		if now.Sub(e.deletedAt) > deletedExitTTL {
+			delete(s.deleted, k)
+		}
+	}
+	s.deleted[key(t.ns, t.id)] = deletedExit{status: resp.ExitStatus, exitedAt: resp.ExitedAt, deletedAt: now}
 	s.mu.Unlock()
 	s.publish(ctx, t.ns, TopicDelete, &eventsv1.TaskDelete{
 		ContainerId: t.id, Pid: resp.Pid, ExitStatus: resp.ExitStatus, ExitedAt: resp.ExitedAt,
@@ -669,6 +801,13 @@ func (s *Service) state(ctx context.Context, t *task, execID string) (*tasksv1.P
 	}
 	st, err := svc.State(ctx, &shimv1.StateRequest{Id: t.id, ExecId: execID})
 	if err != nil {
+		s.mu.Lock()
+		deleting := t.deleting
+		s.mu.Unlock()
+		if deleting {
+			// Its shim is going away with it: as good as gone.
+			return nil, errdefs.Errorf(errdefs.ErrNotFound, "task %q is being deleted", t.id)
+		}
 		return nil, errdefs.FromGRPC(err)
 	}
 	return &tasksv1.Process{
@@ -807,6 +946,9 @@ func (s *Service) ListPids(ctx context.Context, req *tasksv1.ListPidsRequest) (*
 func (s *Service) Wait(ctx context.Context, req *tasksv1.WaitRequest) (*tasksv1.WaitResponse, error) {
 	t, err := s.lookup(ctx, req.GetContainerId())
 	if err != nil {
+		if wr := s.deletedExit(ctx, req); wr != nil {
+			return wr, nil
+		}
 		return nil, err
 	}
 	s.mu.Lock()
@@ -820,9 +962,39 @@ func (s *Service) Wait(ctx context.Context, req *tasksv1.WaitRequest) (*tasksv1.
 	}
 	wr, err := svc.Wait(ctx, &shimv1.WaitRequest{Id: t.id, ExecId: req.GetExecId()})
 	if err != nil {
-		return nil, errdefs.FromGRPC(err)
+		// The task may be deleted (its shim shutting down) while the
+		// reply was on its way: its exit is recorded once Delete ends.
+		deadline := time.Now().Add(shimExitTimeout)
+		for {
+			if dw := s.deletedExit(ctx, req); dw != nil {
+				return dw, nil
+			}
+			s.mu.Lock()
+			deleting := t.deleting
+			s.mu.Unlock()
+			if !deleting || req.GetExecId() != "" || time.Now().After(deadline) || ctx.Err() != nil {
+				return nil, errdefs.FromGRPC(err)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
 	}
 	return &tasksv1.WaitResponse{ExitStatus: wr.GetExitStatus(), ExitedAt: wr.GetExitedAt(), OomKilled: wr.GetOomKilled()}, nil
+}
+
+// deletedExit returns the exit of the init process of a task deleted since
+// its container's last Create, or nil.
+func (s *Service) deletedExit(ctx context.Context, req *tasksv1.WaitRequest) *tasksv1.WaitResponse {
+	ns, err := namespaces.NamespaceRequired(ctx)
+	if err != nil || req.GetExecId() != "" {
+		return nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e, ok := s.deleted[key(ns, req.GetContainerId())]
+	if !ok {
+		return nil
+	}
+	return &tasksv1.WaitResponse{ExitStatus: e.status, ExitedAt: e.exitedAt}
 }
 
 func readPid(path string) (int, error) {

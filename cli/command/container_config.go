@@ -15,16 +15,17 @@ import (
 	"github.com/berth-engine/berth/services/containers"
 )
 
-// The stdio a container was created with (Docker's Config.OpenStdin and
-// Attach*), kept in its own extension of the record so that `start -ai`
-// knows whether stdin may be attached.
+// The fields of Docker's Config that the OCI spec cannot hold: the stdio
+// a container was created with (OpenStdin, Attach*), so that `start -ai`
+// knows whether stdin may be attached, and its Entrypoint and Cmd apart,
+// as create merged them into the process's arguments.
 const (
-	stdioExtension = "berth-stdio"
-	stdioTypeURL   = "types.berth.dev/berth/cli/ContainerStdio"
+	configExtension = "berth-config"
+	configTypeURL   = "types.berth.dev/berth/cli/ContainerConfig"
 )
 
-// containerStdio is Docker's view of a container's stdio.
-type containerStdio struct {
+// containerConfig is what create keeps of Docker's Config beyond the spec.
+type containerConfig struct {
 	// OpenStdin: created with -i; its stdin may be attached.
 	OpenStdin bool `json:"open_stdin,omitempty"`
 	// StdinOnce: stdin closes when the attached client's input ends.
@@ -32,24 +33,28 @@ type containerStdio struct {
 	AttachStdin  bool `json:"attach_stdin,omitempty"`
 	AttachStdout bool `json:"attach_stdout,omitempty"`
 	AttachStderr bool `json:"attach_stderr,omitempty"`
+	// Entrypoint and Cmd are what the container runs, apart; records made
+	// before they were kept have neither.
+	Entrypoint []string `json:"entrypoint,omitempty"`
+	Cmd        []string `json:"cmd,omitempty"`
 }
 
-// stdioOf reads c's stdio; a record without it (made before berth kept
+// configOf reads c's config; a record without it (made before berth kept
 // it, or by another client) reads as Docker's default for `run`: stdout
 // and stderr attached, no stdin.
-func stdioOf(c containers.Container) containerStdio {
-	st := containerStdio{AttachStdout: true, AttachStderr: true}
-	if a := c.Extensions[stdioExtension]; a != nil {
-		st = containerStdio{}
+func configOf(c containers.Container) containerConfig {
+	st := containerConfig{AttachStdout: true, AttachStderr: true}
+	if a := c.Extensions[configExtension]; a != nil {
+		st = containerConfig{}
 		_ = json.Unmarshal(a.GetValue(), &st) // damaged reads as nothing attached
 	}
 	return st
 }
 
-// stdio is what -i and -a ask for, with Docker's rules: without -a,
+// config is what -i and -a ask for, with Docker's rules: without -a,
 // stdout and stderr are attached; -i attaches stdin too.
-func (o createOptions) stdio() (containerStdio, error) {
-	st := containerStdio{OpenStdin: o.interactive, AttachStdin: o.interactive}
+func (o createOptions) config() (containerConfig, error) {
+	st := containerConfig{OpenStdin: o.interactive, AttachStdin: o.interactive}
 	for _, s := range o.attach {
 		switch strings.ToLower(s) {
 		case "stdin":
@@ -71,7 +76,7 @@ func (o createOptions) stdio() (containerStdio, error) {
 
 // attachOptions are the streams `run` attaches for o.
 func (o createOptions) attachOptions(detachKeys string, sigProxy bool) (attachOptions, error) {
-	st, err := o.stdio()
+	st, err := o.config()
 	if err != nil {
 		return attachOptions{}, err
 	}
@@ -98,7 +103,7 @@ func startAttachOptions(ctr containers.Container, interactive bool, detachKeys s
 		tty = s.Process.Terminal
 	}
 	return attachOptions{
-		stdin: interactive && stdioOf(ctr).OpenStdin, stdout: true, stderr: true,
+		stdin: interactive && configOf(ctr).OpenStdin, stdout: true, stderr: true,
 		tty: tty, detachKeys: keys, sigProxy: !tty,
 	}, nil
 }
@@ -113,7 +118,7 @@ func detachedIO(ctx context.Context, cl *client.Client, ctr containers.Container
 	if s, err := specOf(ctr); err == nil && s.Process != nil {
 		tty = s.Process.Terminal
 	}
-	st := stdioOf(ctr)
+	st := configOf(ctr)
 	if !st.OpenStdin && !tty {
 		return nil, nil
 	}
