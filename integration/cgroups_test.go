@@ -88,8 +88,8 @@ func TestUpdateResources(t *testing.T) {
 	}
 
 	d.must("update", "--restart", "on-failure:3", "web")
-	if got := strings.TrimSpace(d.must("inspect", "-f", `{{index .Config.Labels "berth.restart.policy"}}`, "web")); got != "on-failure:3" {
-		t.Errorf("restart policy label = %q, want on-failure:3", got)
+	if got := strings.TrimSpace(d.must("inspect", "-f", `{{.HostConfig.RestartPolicy.Name}}:{{.HostConfig.RestartPolicy.MaximumRetryCount}}`, "web")); got != "on-failure:3" {
+		t.Errorf("restart policy = %q, want on-failure:3", got)
 	}
 	if _, errOut, code := d.berth("update", "--restart", "sometimes", "web"); code == 0 || !strings.Contains(errOut, "sometimes") {
 		t.Errorf("update --restart sometimes: exit %d, stderr %q", code, errOut)

@@ -12,13 +12,45 @@ import (
 )
 
 // containerDaemon starts berthd with busybox:latest loaded and checks, when
-// the test ends, that no container, mount, shim or bundle is left.
+// the test ends, that no container, mount, shim, bundle or cgroup is left.
 func containerDaemon(t *testing.T) *daemon {
 	t.Helper()
 	d := startDaemon(t)
 	d.must("load", "-i", testImage("busybox-docker.tar"))
-	t.Cleanup(func() { d.checkNoContainerLeftovers(t) })
+	cgroups := berthCgroups()
+	t.Cleanup(func() {
+		d.checkNoContainerLeftovers(t)
+		d.checkNoNewCgroups(t, cgroups)
+	})
 	return d
+}
+
+// berthCgroups lists the container cgroups under berth's parent, in every
+// hierarchy.
+func berthCgroups() map[string]bool {
+	found := map[string]bool{}
+	for _, pattern := range []string{"/sys/fs/cgroup/*/berth/*", "/sys/fs/cgroup/berth/*"} {
+		dirs, _ := filepath.Glob(pattern)
+		for _, dir := range dirs {
+			if st, err := os.Stat(dir); err == nil && st.IsDir() {
+				found[dir] = true
+			}
+		}
+	}
+	return found
+}
+
+// checkNoNewCgroups fails the test when a container cgroup that was not
+// there when it started remains (integration tests run one at a time),
+// and removes it.
+func (d *daemon) checkNoNewCgroups(t *testing.T, before map[string]bool) {
+	t.Helper()
+	for dir := range berthCgroups() {
+		if !before[dir] {
+			t.Errorf("cgroup left: %s", dir)
+			os.Remove(dir)
+		}
+	}
 }
 
 // checkNoContainerLeftovers runs while berthd still runs (cleanups run last
