@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"time"
 
+	eventsv1 "github.com/berth-engine/berth/proto/events/v1"
+
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/emptypb"
@@ -82,6 +84,8 @@ type Client struct {
 	// Containers holds container records; Tasks runs them.
 	Containers containers.Store
 	Tasks      tasks.Service
+	// Events streams berthd's events.
+	Events eventsv1.EventsClient
 
 	conn      *grpc.ClientConn
 	snapshots snapshotsv1.SnapshotsClient
@@ -117,6 +121,7 @@ func New(ctx context.Context, address string, opts ...Opt) (*Client, error) {
 		Diff:          diffproxy.NewDiffer(diffv1.NewDiffClient(conn)),
 		Containers:    containerproxy.NewStore(containersv1.NewContainersClient(conn)),
 		Tasks:         taskproxy.New(tasksv1.NewTasksClient(conn)),
+		Events:        eventsv1.NewEventsClient(conn),
 		conn:          conn,
 		snapshots:     snapshotsv1.NewSnapshotsClient(conn),
 	}, nil

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 
+	eventsv1 "github.com/berth-engine/berth/proto/events/v1"
+
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"google.golang.org/protobuf/types/known/emptypb"
 
@@ -141,7 +143,10 @@ func isRunning(p *tasksv1.Process) bool {
 // it, or removed the container, --rm), and returns the fresh record (ok
 // false when it is gone). After a timeout it returns the record as it is.
 func waitRecorded(ctx context.Context, cl *client.Client, id string) (c containers.Container, ok bool, err error) {
-	deadline := time.Now().Add(recordTimeout)
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	changed := recordChanges(wctx, cl)
+	deadline := time.After(recordTimeout)
 	for {
 		c, err := cl.Containers.Get(ctx, id)
 		if errdefs.IsNotFound(err) {
@@ -149,9 +154,6 @@ func waitRecorded(ctx context.Context, cl *client.Client, id string) (c containe
 		}
 		if err != nil {
 			return c, false, err
-		}
-		if time.Now().After(deadline) {
-			return c, true, nil
 		}
 		if containers.StateOf(c).Dead {
 			return c, true, nil // berthd could not remove it
@@ -172,9 +174,60 @@ func waitRecorded(ctx context.Context, cl *client.Client, id string) (c containe
 		select {
 		case <-ctx.Done():
 			return c, true, ctx.Err()
-		case <-time.After(5 * time.Millisecond):
+		case <-deadline:
+			return c, true, nil
+		case <-changed:
 		}
 	}
+}
+
+// recordSettleTopics are the events after which a container's record or
+// task may have reached what waitRecorded waits for.
+var recordSettleTopics = []string{"/containers/update", "/containers/delete", "/tasks/delete", "/tasks/start"}
+
+// recordChanges signals (coalesced) each time berthd publishes one of
+// recordSettleTopics, until ctx ends; it returns once the subscription is
+// in place. Should the event stream fail, it
+// signals every 50 ms instead, so that a waiter still makes progress.
+func recordChanges(ctx context.Context, cl *client.Client) <-chan struct{} {
+	ch := make(chan struct{}, 1)
+	notify := func() {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
+	}
+	var fs []string
+	for _, t := range recordSettleTopics {
+		fs = append(fs, "topic=="+strconv.Quote(t))
+	}
+	stream, err := cl.Events.Subscribe(ctx, &eventsv1.SubscribeRequest{Filters: fs})
+	if err == nil {
+		// berthd sends the headers once the subscription is in place: no
+		// change after this returns is missed.
+		_, err = stream.Header()
+	}
+	go func() {
+		if err == nil {
+			for {
+				if _, err := stream.Recv(); err != nil {
+					break
+				}
+				notify()
+			}
+		}
+		t := time.NewTicker(50 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				notify()
+			}
+		}
+	}()
+	return ch
 }
 
 // removeContainer deletes the container's task, record, snapshot and files.
