@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -89,6 +90,26 @@ type Client struct {
 
 	conn      *grpc.ClientConn
 	snapshots snapshotsv1.SnapshotsClient
+
+	infoMu sync.Mutex
+	info   *introspectionv1.InfoResponse
+}
+
+// Info returns berthd's Info, asked once per client: its root, state and
+// default snapshotter do not change while berthd runs, and a command may
+// need them several times.
+func (c *Client) Info(ctx context.Context) (*introspectionv1.InfoResponse, error) {
+	c.infoMu.Lock()
+	defer c.infoMu.Unlock()
+	if c.info != nil {
+		return c.info, nil
+	}
+	info, err := c.Introspection.Info(ctx, &emptypb.Empty{})
+	if err != nil {
+		return nil, errdefs.FromGRPC(err)
+	}
+	c.info = info
+	return info, nil
 }
 
 // New connects to berthd at address (a socket path or "unix://PATH"). It
@@ -136,9 +157,9 @@ func (c *Client) Snapshotter(name string) snapshots.Snapshotter {
 // DefaultSnapshotter returns the snapshotter berthd uses by default, or
 // FallbackSnapshotter when it names none.
 func (c *Client) DefaultSnapshotter(ctx context.Context) (string, error) {
-	info, err := c.Introspection.Info(ctx, &emptypb.Empty{})
+	info, err := c.Info(ctx)
 	if err != nil {
-		return "", fmt.Errorf("asking berthd for its default snapshotter: %w", errdefs.FromGRPC(err))
+		return "", fmt.Errorf("asking berthd for its default snapshotter: %w", err)
 	}
 	if name := info.GetDefaultSnapshotter(); name != "" {
 		return name, nil

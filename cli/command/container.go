@@ -13,7 +13,6 @@ import (
 	eventsv1 "github.com/berth-engine/berth/proto/events/v1"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
-	"google.golang.org/protobuf/types/known/emptypb"
 
 	"github.com/berth-engine/berth/cli/client"
 	"github.com/berth-engine/berth/internal/errdefs"
@@ -249,9 +248,9 @@ func removeContainer(ctx context.Context, cl *client.Client, c containers.Contai
 
 // berthdRoot is berthd's root folder. berth runs on berthd's machine.
 func berthdRoot(ctx context.Context, cl *client.Client) (string, error) {
-	info, err := cl.Introspection.Info(ctx, &emptypb.Empty{})
+	info, err := cl.Info(ctx)
 	if err != nil {
-		return "", fmt.Errorf("asking berthd for its root: %w", errdefs.FromGRPC(err))
+		return "", fmt.Errorf("asking berthd for its root: %w", err)
 	}
 	if info.GetRoot() == "" {
 		return "", errdefs.Errorf(errdefs.ErrFailedPrecondition, "berthd does not report its root folder")
