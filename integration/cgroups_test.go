@@ -87,6 +87,15 @@ func TestUpdateResources(t *testing.T) {
 		t.Errorf("update without flags: exit %d, stderr %q", code, errOut)
 	}
 
+	d.must("update", "--cpus", "0.5", "web")
+	if got := strings.TrimSpace(d.must("inspect", "-f", "{{.HostConfig.NanoCpus}} {{.HostConfig.CpuQuota}}", "web")); got != "500000000 0" {
+		t.Errorf("inspect after update --cpus 0.5: NanoCpus and CpuQuota %q, want 500000000 0", got)
+	}
+	d.must("update", "--cpu-quota", "20000", "web")
+	if got := strings.TrimSpace(d.must("inspect", "-f", "{{.HostConfig.NanoCpus}} {{.HostConfig.CpuQuota}}", "web")); got != "0 20000" {
+		t.Errorf("inspect after update --cpu-quota 20000: NanoCpus and CpuQuota %q, want 0 20000", got)
+	}
+
 	d.must("update", "--restart", "on-failure:3", "web")
 	if got := strings.TrimSpace(d.must("inspect", "-f", `{{.HostConfig.RestartPolicy.Name}}:{{.HostConfig.RestartPolicy.MaximumRetryCount}}`, "web")); got != "on-failure:3" {
 		t.Errorf("restart policy = %q, want on-failure:3", got)

@@ -22,20 +22,24 @@ import (
 // limitOptions are the flags of create and run that set the container's
 // confinement and resource limits, spelled as Docker's.
 type limitOptions struct {
-	privileged  bool
-	capAdd      []string
-	capDrop     []string
-	securityOpt []string
-	readOnly    bool
-	tmpfs       []string
-	devices     []string
-	ulimits     ulimitsValue
-	shmSize     memBytes
+	privileged     bool
+	capAdd         []string
+	capDrop        []string
+	securityOpt    []string
+	readOnly       bool
+	tmpfs          []string
+	devices        []string
+	ulimits        ulimitsValue
+	shmSize        memBytes
+	oomKillDisable bool
+	resourceFlags
+}
 
+// resourceFlags are the cgroup limits that create, run and update share.
+type resourceFlags struct {
 	memory            memBytes
 	memorySwap        memSwapBytes
 	memoryReservation memBytes
-	oomKillDisable    bool
 	cpus              nanoCPUs
 	cpuShares         int64
 	cpuQuota          int64
@@ -44,6 +48,38 @@ type limitOptions struct {
 	cpusetMems        string
 	pidsLimit         int64
 	blkioWeight       uint16
+}
+
+// addFlags registers the limits as Docker spells them.
+func (o *resourceFlags) addFlags(flags *pflag.FlagSet) {
+	flags.VarP(&o.memory, "memory", "m", "Memory limit")
+	flags.Var(&o.memorySwap, "memory-swap", "Swap limit equal to memory plus swap: '-1' to enable unlimited swap")
+	flags.Var(&o.memoryReservation, "memory-reservation", "Memory soft limit")
+	flags.Var(&o.cpus, "cpus", "Number of CPUs")
+	flags.Int64VarP(&o.cpuShares, "cpu-shares", "c", 0, "CPU shares (relative weight)")
+	flags.Int64Var(&o.cpuQuota, "cpu-quota", 0, "Limit CPU CFS (Completely Fair Scheduler) quota")
+	flags.Int64Var(&o.cpuPeriod, "cpu-period", 0, "Limit CPU CFS (Completely Fair Scheduler) period")
+	flags.StringVar(&o.cpusetCpus, "cpuset-cpus", "", "CPUs in which to allow execution (0-3, 0,1)")
+	flags.StringVar(&o.cpusetMems, "cpuset-mems", "", "MEMs in which to allow execution (0-3, 0,1)")
+	flags.Int64Var(&o.pidsLimit, "pids-limit", 0, "Tune container pids limit (set -1 for unlimited)")
+	flags.Uint16Var(&o.blkioWeight, "blkio-weight", 0, "Block IO (relative weight), between 10 and 1000, or 0 to disable (default 0)")
+}
+
+// resources returns the limits as the spec generator takes them.
+func (o *resourceFlags) resources() ocispec.Resources {
+	return ocispec.Resources{
+		Memory:            int64(o.memory),
+		MemorySwap:        int64(o.memorySwap),
+		MemoryReservation: int64(o.memoryReservation),
+		NanoCPUs:          int64(o.cpus),
+		CPUShares:         o.cpuShares,
+		CPUQuota:          o.cpuQuota,
+		CPUPeriod:         o.cpuPeriod,
+		CpusetCpus:        o.cpusetCpus,
+		CpusetMems:        o.cpusetMems,
+		PidsLimit:         o.pidsLimit,
+		BlkioWeight:       o.blkioWeight,
+	}
 }
 
 func (o *limitOptions) addFlags(flags *pflag.FlagSet) {
@@ -56,18 +92,8 @@ func (o *limitOptions) addFlags(flags *pflag.FlagSet) {
 	flags.StringArrayVar(&o.devices, "device", nil, "Add a host device to the container (HOST[:CONTAINER[:PERMISSIONS]])")
 	flags.Var(&o.ulimits, "ulimit", "Ulimit options (NAME=SOFT[:HARD])")
 	flags.Var(&o.shmSize, "shm-size", "Size of /dev/shm (default 64MB)")
-	flags.VarP(&o.memory, "memory", "m", "Memory limit")
-	flags.Var(&o.memorySwap, "memory-swap", "Swap limit equal to memory plus swap: '-1' to enable unlimited swap")
-	flags.Var(&o.memoryReservation, "memory-reservation", "Memory soft limit")
 	flags.BoolVar(&o.oomKillDisable, "oom-kill-disable", false, "Disable OOM Killer")
-	flags.Var(&o.cpus, "cpus", "Number of CPUs")
-	flags.Int64VarP(&o.cpuShares, "cpu-shares", "c", 0, "CPU shares (relative weight)")
-	flags.Int64Var(&o.cpuQuota, "cpu-quota", 0, "Limit CPU CFS (Completely Fair Scheduler) quota")
-	flags.Int64Var(&o.cpuPeriod, "cpu-period", 0, "Limit CPU CFS (Completely Fair Scheduler) period")
-	flags.StringVar(&o.cpusetCpus, "cpuset-cpus", "", "CPUs in which to allow execution (0-3, 0,1)")
-	flags.StringVar(&o.cpusetMems, "cpuset-mems", "", "MEMs in which to allow execution (0-3, 0,1)")
-	flags.Int64Var(&o.pidsLimit, "pids-limit", 0, "Tune container pids limit (set -1 for unlimited)")
-	flags.Uint16Var(&o.blkioWeight, "blkio-weight", 0, "Block IO (relative weight), between 10 and 1000, or 0 to disable (default 0)")
+	o.resourceFlags.addFlags(flags)
 }
 
 // apply parses the flags into ro and returns what inspect shows of them
@@ -119,21 +145,9 @@ func (o *limitOptions) apply(ro *ocispec.RunOptions) (hostConfigExt, error) {
 		_, opts, _ := strings.Cut(t, ":")
 		ext.Tmpfs[m.Destination] = opts
 	}
-	ro.Resources = ocispec.Resources{
-		Memory:            int64(o.memory),
-		MemorySwap:        int64(o.memorySwap),
-		MemoryReservation: int64(o.memoryReservation),
-		OomKillDisable:    o.oomKillDisable,
-		NanoCPUs:          int64(o.cpus),
-		CPUShares:         o.cpuShares,
-		CPUQuota:          o.cpuQuota,
-		CPUPeriod:         o.cpuPeriod,
-		CpusetCpus:        o.cpusetCpus,
-		CpusetMems:        o.cpusetMems,
-		PidsLimit:         o.pidsLimit,
-		BlkioWeight:       o.blkioWeight,
-		ShmSize:           int64(o.shmSize),
-	}
+	ro.Resources = o.resourceFlags.resources()
+	ro.Resources.OomKillDisable = o.oomKillDisable
+	ro.Resources.ShmSize = int64(o.shmSize)
 	for _, u := range o.ulimits.list() {
 		ro.Resources.Ulimits = append(ro.Resources.Ulimits, ocispec.Ulimit{Name: u.Name, Soft: u.Soft, Hard: u.Hard})
 	}

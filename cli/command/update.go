@@ -4,10 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"math"
-	"runtime"
 
-	units "github.com/docker/go-units"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -17,28 +14,15 @@ import (
 	"github.com/berth-engine/berth/internal/errdefs"
 	tasksv1 "github.com/berth-engine/berth/proto/tasks/v1"
 	"github.com/berth-engine/berth/services/containers"
-)
-
-const (
-	// minMemory is Docker's smallest memory limit.
-	minMemory = 6 * 1024 * 1024
-	// cpuPeriod is the CFS period --cpus is expressed in, as Docker.
-	cpuPeriod = 100000
+	"github.com/berth-engine/berth/services/tasks/ocispec"
 )
 
 // updateOptions are the flags of `update`, as Docker spells them; only the
 // flags given change anything.
 type updateOptions struct {
-	memory, memorySwap, memoryReservation string
-	cpus                                  float64
-	cpuShares                             uint64
-	cpuQuota                              int64
-	cpuPeriod                             uint64
-	cpusetCpus, cpusetMems                string
-	pidsLimit                             int64
-	blkioWeight                           uint16
-	restart                               string
-	changed                               func(name string) bool
+	resourceFlags
+	restart string
+	changed func(name string) bool
 }
 
 func newUpdateCommand(c *CLI) *cobra.Command {
@@ -68,8 +52,9 @@ func newUpdateCommand(c *CLI) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			nanoCPUs := o.nanoCPUs()
 			return c.eachContainer(ctx, cl, args, func(ctr containers.Container) error {
-				return updateContainer(ctx, cl, ctr, res, policy)
+				return updateContainer(ctx, cl, ctr, res, nanoCPUs, policy)
 			})
 		},
 	}
@@ -78,23 +63,26 @@ func newUpdateCommand(c *CLI) *cobra.Command {
 }
 
 func (o *updateOptions) addFlags(flags *pflag.FlagSet) {
-	flags.StringVarP(&o.memory, "memory", "m", "", "Memory limit")
-	flags.StringVar(&o.memorySwap, "memory-swap", "", "Swap limit equal to memory plus swap: -1 to enable unlimited swap")
-	flags.StringVar(&o.memoryReservation, "memory-reservation", "", "Memory soft limit")
-	flags.Float64Var(&o.cpus, "cpus", 0, "Number of CPUs")
-	flags.Uint64VarP(&o.cpuShares, "cpu-shares", "c", 0, "CPU shares (relative weight)")
-	flags.Int64Var(&o.cpuQuota, "cpu-quota", 0, "Limit CPU CFS (Completely Fair Scheduler) quota")
-	flags.Uint64Var(&o.cpuPeriod, "cpu-period", 0, "Limit CPU CFS (Completely Fair Scheduler) period")
-	flags.StringVar(&o.cpusetCpus, "cpuset-cpus", "", "CPUs in which to allow execution (0-3, 0,1)")
-	flags.StringVar(&o.cpusetMems, "cpuset-mems", "", "MEMs in which to allow execution (0-3, 0,1)")
-	flags.Int64Var(&o.pidsLimit, "pids-limit", 0, "Tune container pids limit (set -1 for unlimited)")
-	flags.Uint16Var(&o.blkioWeight, "blkio-weight", 0, "Block IO (relative weight), between 10 and 1000, or 0 to disable")
+	o.resourceFlags.addFlags(flags)
 	flags.StringVar(&o.restart, "restart", "", "Restart policy to apply when a container exits")
 }
 
 // resources returns the OCI resources the flags set, or nil when they set
 // none, after Docker's checks.
 func (o *updateOptions) resources() (*specs.LinuxResources, error) {
+	r := o.resourceFlags.resources()
+	check := r
+	if !o.changed("memory") {
+		// A swap limit alone is checked against the recorded memory limit
+		// (checkSwap), not against none.
+		check.MemorySwap = 0
+	}
+	if o.changed("cpus") && (o.changed("cpu-quota") || o.changed("cpu-period")) {
+		return nil, errdefs.Errorf(errdefs.ErrInvalidArgument, "Conflicting options: --cpus and --cpu-period/--cpu-quota cannot both be set")
+	}
+	if err := check.Validate(); err != nil {
+		return nil, err
+	}
 	res := &specs.LinuxResources{}
 	set := false
 	mem := func() *specs.LinuxMemory {
@@ -112,75 +100,37 @@ func (o *updateOptions) resources() (*specs.LinuxResources, error) {
 		return res.CPU
 	}
 	if o.changed("memory") {
-		n, err := units.RAMInBytes(o.memory)
-		if err != nil {
-			return nil, errdefs.Errorf(errdefs.ErrInvalidArgument, "invalid argument %q for \"-m, --memory\" flag: %v", o.memory, err)
-		}
-		if n < minMemory {
-			return nil, errdefs.Errorf(errdefs.ErrInvalidArgument, "Minimum memory limit allowed is 6MB")
-		}
-		mem().Limit = &n
+		mem().Limit = &r.Memory
 	}
 	if o.changed("memory-swap") {
-		n := int64(-1)
-		if o.memorySwap != "-1" {
-			v, err := units.RAMInBytes(o.memorySwap)
-			if err != nil {
-				return nil, errdefs.Errorf(errdefs.ErrInvalidArgument, "invalid argument %q for \"--memory-swap\" flag: %v", o.memorySwap, err)
-			}
-			n = v
-		}
-		if n != -1 && res.Memory != nil && res.Memory.Limit != nil && n < *res.Memory.Limit {
-			return nil, errdefs.Errorf(errdefs.ErrInvalidArgument, "Minimum memoryswap limit should be larger than memory limit, see usage")
-		}
-		mem().Swap = &n
+		mem().Swap = &r.MemorySwap
 	}
 	if o.changed("memory-reservation") {
-		n, err := units.RAMInBytes(o.memoryReservation)
-		if err != nil {
-			return nil, errdefs.Errorf(errdefs.ErrInvalidArgument, "invalid argument %q for \"--memory-reservation\" flag: %v", o.memoryReservation, err)
-		}
-		if res.Memory != nil && res.Memory.Limit != nil && n > *res.Memory.Limit {
-			return nil, errdefs.Errorf(errdefs.ErrInvalidArgument, "Minimum memory limit can not be less than memory reservation limit, see usage")
-		}
-		mem().Reservation = &n
+		mem().Reservation = &r.MemoryReservation
 	}
 	if o.changed("cpus") {
-		if o.changed("cpu-quota") || o.changed("cpu-period") {
-			return nil, errdefs.Errorf(errdefs.ErrInvalidArgument, "Conflicting options: --cpus and --cpu-period/--cpu-quota cannot both be set")
-		}
-		if n := runtime.NumCPU(); o.cpus < 0.01 || o.cpus > float64(n) {
-			return nil, errdefs.Errorf(errdefs.ErrInvalidArgument, "Range of CPUs is from 0.01 to %d.00, as there are only %d CPUs available", n, n)
-		}
-		quota, period := int64(math.Round(o.cpus*cpuPeriod)), uint64(cpuPeriod)
+		quota, period := r.NanoCPUs*ocispec.CPUPeriod/1e9, uint64(ocispec.CPUPeriod)
 		cpu().Quota, cpu().Period = &quota, &period
 	}
 	if o.changed("cpu-shares") {
-		n := o.cpuShares
+		n := uint64(r.CPUShares)
 		cpu().Shares = &n
 	}
 	if o.changed("cpu-quota") {
-		n := o.cpuQuota
-		if n != -1 && n != 0 && n < 1000 {
-			return nil, errdefs.Errorf(errdefs.ErrInvalidArgument, "CPU cfs quota can not be less than 1ms (i.e. 1000)")
-		}
-		cpu().Quota = &n
+		cpu().Quota = &r.CPUQuota
 	}
 	if o.changed("cpu-period") {
-		n := o.cpuPeriod
-		if n != 0 && (n < 1000 || n > 1000000) {
-			return nil, errdefs.Errorf(errdefs.ErrInvalidArgument, "CPU cfs period can not be less than 1ms (i.e. 1000) or larger than 1s (i.e. 1000000)")
-		}
+		n := uint64(r.CPUPeriod)
 		cpu().Period = &n
 	}
 	if o.changed("cpuset-cpus") {
-		cpu().Cpus = o.cpusetCpus
+		cpu().Cpus = r.CpusetCpus
 	}
 	if o.changed("cpuset-mems") {
-		cpu().Mems = o.cpusetMems
+		cpu().Mems = r.CpusetMems
 	}
 	if o.changed("pids-limit") {
-		n := o.pidsLimit
+		n := r.PidsLimit
 		if n <= 0 {
 			n = -1 // 0 and -1 both mean no limit, as in Docker
 		}
@@ -188,11 +138,7 @@ func (o *updateOptions) resources() (*specs.LinuxResources, error) {
 		set = true
 	}
 	if o.changed("blkio-weight") {
-		w := o.blkioWeight
-		if w != 0 && (w < 10 || w > 1000) {
-			return nil, errdefs.Errorf(errdefs.ErrInvalidArgument, "invalid argument %d for \"--blkio-weight\" flag: the range is 10 to 1000, or 0 to disable", w)
-		}
-		res.BlockIO = &specs.LinuxBlockIO{Weight: &w}
+		res.BlockIO = &specs.LinuxBlockIO{Weight: &r.BlkioWeight}
 		set = true
 	}
 	if !set {
@@ -201,10 +147,24 @@ func (o *updateOptions) resources() (*specs.LinuxResources, error) {
 	return res, nil
 }
 
+// nanoCPUs is the --cpus inspect shows after the update: the new value,
+// 0 when a CFS quota or period replaces it, nil when unchanged.
+func (o *updateOptions) nanoCPUs() *int64 {
+	switch {
+	case o.changed("cpus"):
+		n := int64(o.cpus)
+		return &n
+	case o.changed("cpu-quota"), o.changed("cpu-period"):
+		return new(int64)
+	}
+	return nil
+}
+
 // updateContainer applies res to the container's running task, if any,
-// then records res and the restart policy in the container's record, so
-// that the next start keeps them. A failed live update changes nothing.
-func updateContainer(ctx context.Context, cl *client.Client, ctr containers.Container, res *specs.LinuxResources, policy *containers.RestartPolicy) error {
+// then records res (with nanoCPUs, see updateOptions.nanoCPUs) and the
+// restart policy in the container's record, so that the next start keeps
+// them. A failed live update changes nothing.
+func updateContainer(ctx context.Context, cl *client.Client, ctr containers.Container, res *specs.LinuxResources, nanoCPUs *int64, policy *containers.RestartPolicy) error {
 	var paths []string
 	if policy != nil {
 		if policy.Name != containers.RestartNo && containers.IntentOf(ctr).AutoRemove {
@@ -250,6 +210,16 @@ func updateContainer(ctx context.Context, cl *client.Client, ctr containers.Cont
 		}
 		ctr.Spec = &anypb.Any{TypeUrl: containers.SpecTypeURL, Value: b}
 		paths = append(paths, "spec")
+		if nanoCPUs != nil {
+			ext := hostConfigExtOf(ctr)
+			ext.NanoCpus = *nanoCPUs
+			a, err := ext.any()
+			if err != nil {
+				return err
+			}
+			ctr.Extensions = map[string]*anypb.Any{hostConfigExtension: a}
+			paths = append(paths, "extensions."+hostConfigExtension)
+		}
 	}
 	if _, err := cl.Containers.Update(ctx, ctr, paths...); err != nil {
 		return fmt.Errorf("cannot update container %s: %w", ctr.Name, err)

@@ -14,7 +14,7 @@ func parseUpdateFlags(t *testing.T, args ...string) (*specs.LinuxResources, erro
 	fs := pflag.NewFlagSet("update", pflag.ContinueOnError)
 	o.addFlags(fs)
 	if err := fs.Parse(args); err != nil {
-		t.Fatal(err)
+		return nil, err // a value the flag cannot hold
 	}
 	o.changed = func(name string) bool { return fs.Changed(name) }
 	return o.resources()

@@ -262,6 +262,27 @@ func benchExecTrue(ctx context.Context, h *harness) (result, error) {
 		target: "<= 1.50x", ok: ratio <= 1.5, note: "(time)"}, nil
 }
 
+// runSleepers runs count `busybox sleep 3600` containers named prefix-N,
+// one after the other, and returns the names of those it started.
+func (h *harness) runSleepers(prefix string, count int) ([]string, error) {
+	var names []string
+	for i := range count {
+		name := fmt.Sprintf("%s-%d", prefix, i)
+		if err := h.berth("run", "-d", "--name", name, "busybox", "sleep", "3600"); err != nil {
+			return names, err
+		}
+		names = append(names, name)
+	}
+	return names, nil
+}
+
+// remove force-removes the named containers.
+func (h *harness) remove(names []string) {
+	if len(names) > 0 {
+		_ = h.berth(append([]string{"rm", "-f"}, names...)...)
+	}
+}
+
 // benchFiftyContainers starts 50 'sleep 3600' containers one after the
 // other, then measures the memory of their shims and of berthd.
 func benchFiftyContainers(ctx context.Context, h *harness) (result, error) {
@@ -274,20 +295,12 @@ func benchFiftyContainers(ctx context.Context, h *harness) (result, error) {
 	}
 	os.Remove(archive)
 
-	const count = 50
-	var names []string
-	defer func() {
-		if len(names) > 0 {
-			_ = h.berth(append([]string{"rm", "-f"}, names...)...)
-		}
-	}()
 	start := time.Now()
-	for i := range count {
-		name := fmt.Sprintf("bench-fifty-%d", i)
-		if err := h.berth("run", "-d", "--name", name, "busybox", "sleep", "3600"); err != nil {
-			return result{}, err
-		}
-		names = append(names, name)
+	const count = 50
+	names, err := h.runSleepers("bench-fifty", count)
+	defer h.remove(names)
+	if err != nil {
+		return result{}, err
 	}
 	total := time.Since(start)
 

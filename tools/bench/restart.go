@@ -25,18 +25,10 @@ func benchRestartFifty(ctx context.Context, h *harness) (result, error) {
 	os.Remove(archive)
 
 	const count = 50
-	var names []string
-	defer func() {
-		if len(names) > 0 {
-			_ = h.berth(append([]string{"rm", "-f"}, names...)...)
-		}
-	}()
-	for i := range count {
-		name := fmt.Sprintf("bench-restart-%d", i)
-		if err := h.berth("run", "-d", "--name", name, "busybox", "sleep", "3600"); err != nil {
-			return result{}, err
-		}
-		names = append(names, name)
+	names, err := h.runSleepers("bench-restart", count)
+	defer h.remove(names)
+	if err != nil {
+		return result{}, err
 	}
 	var restarts []time.Duration
 	for range h.runs {

@@ -61,13 +61,16 @@ type Ulimit struct {
 	Hard int64
 }
 
+// CPUPeriod is the CFS period, in microseconds, that --cpus is expressed
+// in, as Docker's.
+const CPUPeriod = 100000
+
 // Docker's bounds on resource values.
 const (
 	minMemory        = 6 * 1024 * 1024 // 6 MB
 	minCPUPeriod     = 1000            // 1 ms
 	maxCPUPeriod     = 1000000         // 1 s
 	minCPUQuota      = 1000            // 1 ms
-	nanoCPUsPeriod   = 100000          // the CFS period --cpus uses, 100 ms
 	minBlkioWeight   = 10
 	maxBlkioWeight   = 1000
 	unlimitedSwap    = -1
@@ -106,7 +109,7 @@ func (r Resources) Validate() error {
 		return bad("Conflicting options: Nano CPUs and CPU Quota cannot both be set: use --cpus or --cpu-quota")
 	case r.NanoCPUs > int64(runtime.NumCPU())*1e9:
 		return bad("Range of CPUs is from 0.01 to %d.00, as there are only %d CPUs available: lower --cpus", runtime.NumCPU(), runtime.NumCPU())
-	case r.NanoCPUs > 0 && r.NanoCPUs*nanoCPUsPeriod/1e9 < minCPUQuota:
+	case r.NanoCPUs > 0 && r.NanoCPUs*CPUPeriod/1e9 < minCPUQuota:
 		return bad("Range of CPUs is from 0.01 to %d.00: raise --cpus", runtime.NumCPU())
 	case r.CPUShares < 0:
 		return bad("invalid --cpu-shares %d: it must not be negative", r.CPUShares)
@@ -228,8 +231,8 @@ func WithCgroupResources(r Resources) SpecOpt {
 				c.Shares = ptr(uint64(r.CPUShares))
 			}
 			if r.NanoCPUs > 0 {
-				c.Period = ptr(uint64(nanoCPUsPeriod))
-				c.Quota = ptr(r.NanoCPUs * nanoCPUsPeriod / 1e9)
+				c.Period = ptr(uint64(CPUPeriod))
+				c.Quota = ptr(r.NanoCPUs * CPUPeriod / 1e9)
 			}
 			if r.CPUQuota != 0 {
 				c.Quota = ptr(r.CPUQuota)
