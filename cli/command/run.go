@@ -17,7 +17,7 @@ import (
 	"github.com/berth-engine/berth/internal/errdefs"
 	tasksv1 "github.com/berth-engine/berth/proto/tasks/v1"
 	"github.com/berth-engine/berth/services/containers"
-	"github.com/berth-engine/berth/services/containers/removal"
+	"github.com/berth-engine/berth/services/removal"
 )
 
 // Exit statuses of `run` and `start -a` when the container did not run,

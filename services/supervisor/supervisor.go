@@ -24,9 +24,9 @@ import (
 	eventsv1 "github.com/berth-engine/berth/proto/events/v1"
 	tasksv1 "github.com/berth-engine/berth/proto/tasks/v1"
 	"github.com/berth-engine/berth/services/containers"
-	"github.com/berth-engine/berth/services/containers/removal"
 	"github.com/berth-engine/berth/services/events"
 	nsstore "github.com/berth-engine/berth/services/namespaces"
+	"github.com/berth-engine/berth/services/removal"
 	"github.com/berth-engine/berth/services/tasks"
 	"github.com/berth-engine/berth/snapshotter/snapshots"
 )
