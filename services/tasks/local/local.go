@@ -119,9 +119,11 @@ type task struct {
 	// exit is set when the shim is gone; the task is then stopped and only
 	// Get, Wait, List and Delete work.
 	exit *shim.Exit
-	// deleting is set while Delete runs, so that the exit watcher does
-	// not take the shim's going for a death.
-	deleting bool
+	// deleteDone is made when a Delete starts and closed when it ends;
+	// it stays (closed) once the task is deleted, and is nil again when
+	// the Delete failed. The exit watcher does not take the shim's going
+	// for a death while it is set, and Create and Wait wait on it.
+	deleteDone chan struct{}
 	// oomPublished counts the /tasks/oom events published for the task.
 	oomPublished uint64
 	// started is closed once the start of the init process was published
@@ -276,17 +278,21 @@ func (s *Service) Create(ctx context.Context, req *tasksv1.CreateTaskRequest) (_
 	s.mu.Lock()
 	// A task being deleted (its exit handled by the supervisor) goes in a
 	// moment: wait for it rather than fail.
-	for deadline := time.Now().Add(shimExitTimeout); ; {
+	for {
 		old, ok := s.tasks[key(ns, id)]
 		if !ok {
 			break
 		}
-		if !old.deleting || time.Now().After(deadline) {
+		exists := errdefs.Errorf(errdefs.ErrAlreadyExists, "task %q already exists in namespace %q: delete it first", id, ns)
+		done := old.deleteDone
+		if done == nil {
 			s.mu.Unlock()
-			return nil, errdefs.Errorf(errdefs.ErrAlreadyExists, "task %q already exists in namespace %q: delete it first", id, ns)
+			return nil, exists
 		}
 		s.mu.Unlock()
-		time.Sleep(10 * time.Millisecond)
+		if !waitDone(ctx, done, shimExitTimeout) {
+			return nil, exists
+		}
 		s.mu.Lock()
 	}
 	// Reserve the name while the shim starts.
@@ -501,7 +507,7 @@ func (s *Service) watch(t *task, execID string, pid uint32) {
 			return
 		}
 		s.mu.Lock()
-		deleting := t.deleting
+		deleting := t.deleteDone != nil
 		s.mu.Unlock()
 		if deleting || (t.shimPid > 0 && !waitGone(t.shimPid, time.Second)) {
 			return
@@ -703,21 +709,33 @@ func (s *Service) Delete(ctx context.Context, req *tasksv1.DeleteTaskRequest) (*
 		return nil, err
 	}
 	s.mu.Lock()
-	if t.deleting {
+	if done := t.deleteDone; done != nil {
+		// Another caller deletes it: wait for that, then report what is
+		// left (nothing, or the task if that delete failed).
 		s.mu.Unlock()
-		return nil, errdefs.Errorf(errdefs.ErrFailedPrecondition, "task %q is being deleted", t.id)
+		if !waitDone(ctx, done, shimExitTimeout) {
+			return nil, errdefs.Errorf(errdefs.ErrFailedPrecondition, "task %q is being deleted", t.id)
+		}
+		return s.Delete(ctx, req)
 	}
-	t.deleting = true
+	done := make(chan struct{})
+	t.deleteDone = done
 	svc, exit := t.shim, t.exit
 	s.mu.Unlock()
+	deleted := false
+	defer func() {
+		s.mu.Lock()
+		if !deleted {
+			t.deleteDone = nil
+		}
+		s.mu.Unlock()
+		close(done)
+	}()
 	t.markStarted()
 	resp := &tasksv1.DeleteResponse{Id: t.id}
 	if svc != nil {
 		dr, err := svc.Delete(ctx, &shimv1.DeleteRequest{Id: t.id})
 		if err != nil {
-			s.mu.Lock()
-			t.deleting = false
-			s.mu.Unlock()
 			return nil, fmt.Errorf("deleting task %q: %w", t.id, errdefs.FromGRPC(err))
 		}
 		resp.Pid, resp.ExitStatus, resp.ExitedAt = dr.GetPid(), dr.GetExitStatus(), dr.GetExitedAt()
@@ -741,6 +759,7 @@ func (s *Service) Delete(ctx context.Context, req *tasksv1.DeleteTaskRequest) (*
 	}
 	s.mu.Lock()
 	delete(s.tasks, key(t.ns, t.id))
+	deleted = true
 	now := time.Now()
 	for k, e := range s.deleted {
 		if now.Sub(e.deletedAt) > deletedExitTTL {
@@ -802,7 +821,7 @@ func (s *Service) state(ctx context.Context, t *task, execID string) (*tasksv1.P
 	st, err := svc.State(ctx, &shimv1.StateRequest{Id: t.id, ExecId: execID})
 	if err != nil {
 		s.mu.Lock()
-		deleting := t.deleting
+		deleting := t.deleteDone != nil
 		s.mu.Unlock()
 		if deleting {
 			// Its shim is going away with it: as good as gone.
@@ -964,19 +983,15 @@ func (s *Service) Wait(ctx context.Context, req *tasksv1.WaitRequest) (*tasksv1.
 	if err != nil {
 		// The task may be deleted (its shim shutting down) while the
 		// reply was on its way: its exit is recorded once Delete ends.
-		deadline := time.Now().Add(shimExitTimeout)
-		for {
+		s.mu.Lock()
+		done := t.deleteDone
+		s.mu.Unlock()
+		if done != nil && req.GetExecId() == "" && waitDone(ctx, done, shimExitTimeout) {
 			if dw := s.deletedExit(ctx, req); dw != nil {
 				return dw, nil
 			}
-			s.mu.Lock()
-			deleting := t.deleting
-			s.mu.Unlock()
-			if !deleting || req.GetExecId() != "" || time.Now().After(deadline) || ctx.Err() != nil {
-				return nil, errdefs.FromGRPC(err)
-			}
-			time.Sleep(5 * time.Millisecond)
 		}
+		return nil, errdefs.FromGRPC(err)
 	}
 	return &tasksv1.WaitResponse{ExitStatus: wr.GetExitStatus(), ExitedAt: wr.GetExitedAt(), OomKilled: wr.GetOomKilled()}, nil
 }
