@@ -40,6 +40,7 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	env.images = dir
+	parents := absentCgroupParents()
 	code := 1
 	if err := makeImages(dir); err != nil {
 		fmt.Println("making test images:", err)
@@ -47,7 +48,32 @@ func TestMain(m *testing.M) {
 		code = m.Run()
 	}
 	os.RemoveAll(dir)
+	// runc made berth's parent cgroups for the tests' containers; remove
+	// those that were not there before (each test checks its children).
+	for _, p := range parents {
+		os.Remove(p)
+	}
 	os.Exit(code)
+}
+
+// absentCgroupParents returns the folders berth's parent cgroup would have
+// in each hierarchy (/sys/fs/cgroup/*/berth, or /sys/fs/cgroup/berth on a
+// unified host) that do not exist yet.
+func absentCgroupParents() []string {
+	candidates := []string{"/sys/fs/cgroup/berth"}
+	hierarchies, _ := os.ReadDir("/sys/fs/cgroup")
+	for _, h := range hierarchies {
+		if h.IsDir() {
+			candidates = append(candidates, filepath.Join("/sys/fs/cgroup", h.Name(), "berth"))
+		}
+	}
+	var absent []string
+	for _, c := range candidates {
+		if _, err := os.Stat(c); os.IsNotExist(err) {
+			absent = append(absent, c)
+		}
+	}
+	return absent
 }
 
 // makeImages builds the test images with tools/mkimage.
