@@ -312,6 +312,23 @@ func TestOnFailureRestartsWithBackoffAndCount(t *testing.T) {
 	if st, _ := e.state(id); st.RestartCount != 0 {
 		t.Errorf("restart count after a start by hand: %d", st.RestartCount)
 	}
+	// Removing the container ends its bookkeeping.
+	e.tasks.exit(id, 0)
+	e.waitState(id, "exited", func(st containers.State) bool { return !st.Running })
+	if err := e.store.Delete(e.ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		e.sup.mu.Lock()
+		_, kept := e.sup.runs[key(ns, id)]
+		e.sup.mu.Unlock()
+		if !kept {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the supervisor keeps the restart bookkeeping of a removed container")
+		}
+	}
 }
 
 func TestStopByHandIsNotRestarted(t *testing.T) {

@@ -36,6 +36,8 @@ const (
 	TopicStart = "/tasks/start"
 	TopicExit  = "/tasks/exit"
 	TopicOOM   = "/tasks/oom"
+	// TopicContainerDelete ends the bookkeeping of a removed container.
+	TopicContainerDelete = "/containers/delete"
 )
 
 // Docker's restart back-off: 100 ms, doubled at each restart up to a
@@ -112,7 +114,7 @@ func New(ctx context.Context, cfg Config) (*Supervisor, error) {
 
 func (s *Supervisor) subscribe() (<-chan *events.Envelope, <-chan error) {
 	return s.cfg.Events.Subscribe(s.ctx,
-		`topic=="`+TopicStart+`"`, `topic=="`+TopicExit+`"`, `topic=="`+TopicOOM+`"`)
+		`topic=="`+TopicStart+`"`, `topic=="`+TopicExit+`"`, `topic=="`+TopicOOM+`"`, `topic=="`+TopicContainerDelete+`"`)
 }
 
 // Start reconciles the containers with the tasks found, then handles the
@@ -183,6 +185,8 @@ func (s *Supervisor) dispatch(env *events.Envelope) {
 		s.enqueue(env.Namespace, ev.GetContainerId(), func(ctx context.Context) { s.exited(ctx, ev.GetContainerId(), e) })
 	case *eventsv1.TaskOOM:
 		s.enqueue(env.Namespace, ev.GetContainerId(), func(ctx context.Context) { s.oom(ctx, ev.GetContainerId()) })
+	case *eventsv1.ContainerDelete:
+		s.enqueue(env.Namespace, ev.GetId(), func(context.Context) { s.forget(env.Namespace, ev.GetId()) })
 	}
 }
 
