@@ -205,3 +205,28 @@ func TestPsLastLatestSize(t *testing.T) {
 	}
 	d.must("rm", "-f", "pa", "pb", "pc")
 }
+
+// TestLogsFollowAcrossRotation follows a log that rotates every few lines:
+// every line shows once, in order, and the follower ends with the
+// container.
+func TestLogsFollowAcrossRotation(t *testing.T) {
+	d := containerDaemon(t)
+	removeAllContainers(t, d)
+	d.must("create", "--name", "fol", "--log-opt", "max-size=1k", "--log-opt", "max-file=5",
+		"busybox", "sh", "-c", "sleep 0.3; i=1; while [ $i -le 300 ]; do echo line-$i; i=$((i+1)); usleep 2000; done")
+	d.must("start", "fol")
+	start := time.Now()
+	out := d.must("logs", "-f", "fol")
+	got := strings.Split(strings.TrimSpace(out), "\n")
+	if len(got) != 300 {
+		t.Fatalf("logs -f printed %d lines, want 300 (every line, across about 20 rotations): first %q, last %q", len(got), got[0], got[len(got)-1])
+	}
+	for i, l := range got {
+		if l != "line-"+strconv.Itoa(i+1) {
+			t.Fatalf("line %d of logs -f is %q, want line-%d", i+1, l, i+1)
+		}
+	}
+	if took := time.Since(start); took > 30*time.Second {
+		t.Errorf("logs -f took %v to end after the container", took)
+	}
+}

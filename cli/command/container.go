@@ -184,11 +184,27 @@ func waitRecorded(ctx context.Context, cl *client.Client, id string) (c containe
 // task may have reached what waitRecorded waits for.
 var recordSettleTopics = []string{"/containers/update", "/containers/delete", "/tasks/delete", "/tasks/start"}
 
+// taskTopics are the events after which a task may have stopped.
+var taskTopics = []string{"/tasks/exit", "/tasks/delete"}
+
+// taskChanges signals (coalesced) each time a task exits or is deleted,
+// until ctx ends; see recordChanges.
+func taskChanges(ctx context.Context, cl *client.Client) <-chan struct{} {
+	return eventSignals(ctx, cl, taskTopics)
+}
+
 // recordChanges signals (coalesced) each time berthd publishes one of
 // recordSettleTopics, until ctx ends; it returns once the subscription is
-// in place. Should the event stream fail, it
-// signals every 50 ms instead, so that a waiter still makes progress.
+// in place. Should the event stream fail, it signals every 50 ms instead,
+// so that a waiter still makes progress.
 func recordChanges(ctx context.Context, cl *client.Client) <-chan struct{} {
+	return eventSignals(ctx, cl, recordSettleTopics)
+}
+
+// eventSignals signals (coalesced) each time berthd publishes an event on
+// one of topics, until ctx ends; it returns once the subscription is in
+// place, and signals every 50 ms instead should the event stream fail.
+func eventSignals(ctx context.Context, cl *client.Client, topics []string) <-chan struct{} {
 	ch := make(chan struct{}, 1)
 	notify := func() {
 		select {
@@ -197,7 +213,7 @@ func recordChanges(ctx context.Context, cl *client.Client) <-chan struct{} {
 		}
 	}
 	var fs []string
-	for _, t := range recordSettleTopics {
+	for _, t := range topics {
 		fs = append(fs, "topic=="+strconv.Quote(t))
 	}
 	stream, err := cl.Events.Subscribe(ctx, &eventsv1.SubscribeRequest{Filters: fs})

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/fsnotify/fsnotify"
 	"github.com/spf13/cobra"
 
 	"github.com/berth-engine/berth/cli/client"
@@ -190,15 +191,43 @@ func (c *CLI) printLogs(ctx context.Context, cl *client.Client, id, path string,
 }
 
 // followLog prints what is appended to the log from offset on, until the
-// container stops and its log is drained. After a rotation it reads the new
-// file from its beginning (lines written to the old one after the last poll
-// are not shown).
+// container stops and its log is drained. It wakes on changes to the log's
+// folder (inotify) and learns of the container's stop from berthd's events,
+// so lines show as they are written. A rotation renames the log: the old
+// file, still open, is read to its end before the new one is followed from
+// its start, so no line is lost across it.
 func (c *CLI) followLog(ctx context.Context, cl *client.Client, id, path string, offset int64, since time.Time, timestamps bool) error {
-	ticker := time.NewTicker(200 * time.Millisecond)
-	defer ticker.Stop()
-	var last os.FileInfo
-	if fi, err := os.Stat(path); err == nil {
-		last = fi
+	w, err := fsnotify.NewWatcher()
+	if err != nil {
+		return fmt.Errorf("following the log of container %s: %w", id, err)
+	}
+	defer w.Close()
+	if err := w.Add(filepath.Dir(path)); err != nil {
+		return fmt.Errorf("following the log of container %s: %w", id, err)
+	}
+	// Subscribed before the first check of the task, so that no stop is
+	// missed.
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	changed := taskChanges(wctx, cl)
+
+	var f *os.File
+	defer func() {
+		if f != nil {
+			f.Close()
+		}
+	}()
+	// drain prints the complete entries of f from offset on.
+	drain := func() error {
+		if _, err := f.Seek(offset, io.SeekStart); err != nil {
+			return err
+		}
+		entries, n, err := decodeEntries(f, since)
+		offset += n
+		for _, e := range entries {
+			c.writeEntry(e, timestamps)
+		}
+		return err
 	}
 	for {
 		p, err := taskOf(ctx, cl, id)
@@ -206,28 +235,29 @@ func (c *CLI) followLog(ctx context.Context, cl *client.Client, id, path string,
 			return err
 		}
 		running := isRunning(p)
-		f, err := os.Open(path)
-		if err == nil {
-			// A rotation renames the file and starts a new one.
-			if fi, serr := f.Stat(); serr == nil {
-				if last != nil && (!os.SameFile(fi, last) || fi.Size() < offset) {
-					offset = 0
+		for {
+			if f == nil {
+				nf, err := os.Open(path)
+				if os.IsNotExist(err) {
+					break // not written yet, or between a rename and the new file
 				}
-				last = fi
-			}
-			if _, err = f.Seek(offset, io.SeekStart); err == nil {
-				var entries []logEntry
-				var n int64
-				entries, n, err = decodeEntries(f, since)
-				offset += n
-				for _, e := range entries {
-					c.writeEntry(e, timestamps)
+				if err != nil {
+					return fmt.Errorf("following the log of container %s: %w", id, err)
 				}
+				if fi, err := nf.Stat(); err == nil && fi.Size() < offset {
+					offset = 0 // rotated since the first read
+				}
+				f = nf
 			}
+			if err := drain(); err != nil {
+				return fmt.Errorf("following the log of container %s: %w", id, err)
+			}
+			if !rotated(f, path) {
+				break
+			}
+			// The old file was read to its end: go on with the new one.
 			f.Close()
-		}
-		if err != nil && !os.IsNotExist(err) {
-			return fmt.Errorf("following the log of container %s: %w", id, err)
+			f, offset = nil, 0
 		}
 		if !running {
 			return nil
@@ -235,7 +265,23 @@ func (c *CLI) followLog(ctx context.Context, cl *client.Client, id, path string,
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-ticker.C:
+		case <-w.Events:
+		case err := <-w.Errors:
+			return fmt.Errorf("following the log of container %s: %w", id, err)
+		case <-changed:
 		}
 	}
+}
+
+// rotated says whether path names a file other than f now.
+func rotated(f *os.File, path string) bool {
+	fi, err := f.Stat()
+	if err != nil {
+		return false
+	}
+	cur, err := os.Stat(path)
+	if err != nil {
+		return os.IsNotExist(err)
+	}
+	return !os.SameFile(fi, cur)
 }
