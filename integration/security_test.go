@@ -212,6 +212,11 @@ func TestMemoryBombKilled(t *testing.T) {
 	if code != 137 {
 		t.Fatalf("memory bomb under --memory 32m: exit %d, want 137 (killed); stderr %q", code, errOut)
 	}
+	// Docker warns when the kernel cannot limit swap (as on this VM).
+	_, err := os.Stat("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes")
+	if warned := strings.Contains(errOut, "does not support swap limit"); warned != (os.IsNotExist(err) && !cgroupV2()) {
+		t.Errorf("swap limit warning shown %v, the kernel has swap accounting: %v; stderr %q", warned, err == nil, errOut)
+	}
 	removeChecked(t, d, "bomb")
 }
 

@@ -113,6 +113,10 @@ func (c *CLI) createContainer(ctx context.Context, cl *client.Client, o createOp
 	if err != nil {
 		return containers.Container{}, err
 	}
+	if runOpts.Resources.Memory > 0 && !ocispec.SwapLimitSupported() {
+		// Docker's words: the limit holds, swap is not limited.
+		fmt.Fprintln(c.Err, "WARNING: Your kernel does not support swap limit capabilities or the cgroup is not mounted. Memory limited without swap.")
+	}
 	hostAny, err := hostExt.any()
 	if err != nil {
 		return containers.Container{}, err

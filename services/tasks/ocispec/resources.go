@@ -213,7 +213,7 @@ func WithCgroupResources(r Resources) SpecOpt {
 				if swap == 0 {
 					swap = 2 * r.Memory
 				}
-				if swapAccounting() {
+				if SwapLimitSupported() {
 					m.Swap = ptr(swap)
 				}
 			}
@@ -252,11 +252,11 @@ func WithCgroupResources(r Resources) SpecOpt {
 	}
 }
 
-// swapAccounting tells whether the host's memory cgroup limits swap: on
+// SwapLimitSupported tells whether the host's memory cgroup limits swap: on
 // cgroup v1 only when the kernel was booted with it (memory.memsw.*). As
 // Docker, berth drops the swap limit where it cannot be set rather than
 // fail the start.
-func swapAccounting() bool {
+func SwapLimitSupported() bool {
 	if _, err := os.Stat("/sys/fs/cgroup/cgroup.controllers"); err == nil {
 		return true // cgroup v2: memory.swap.max
 	}

@@ -23,7 +23,7 @@ func TestResourcesInSpec(t *testing.T) {
 	if *m.Limit != 64<<20 || *m.Reservation != 32<<20 || !*m.DisableOOMKiller {
 		t.Errorf("memory = %+v", m)
 	}
-	if swapAccounting() && *m.Swap != 128<<20 {
+	if SwapLimitSupported() && *m.Swap != 128<<20 {
 		t.Errorf("swap = %d", *m.Swap)
 	}
 	if c := r.CPU; *c.Quota != 150000 || *c.Period != 100000 || *c.Shares != 512 || c.Cpus != "0" || c.Mems != "0" {
@@ -50,7 +50,7 @@ func TestResourcesInSpec(t *testing.T) {
 func TestResourceDefaults(t *testing.T) {
 	s := generate(t, shCmd, RunOptions{Resources: Resources{Memory: 64 << 20, PidsLimit: -1, CPUQuota: 50000, CPUPeriod: 200000}})
 	r := s.Linux.Resources
-	if swapAccounting() && *r.Memory.Swap != 128<<20 {
+	if SwapLimitSupported() && *r.Memory.Swap != 128<<20 {
 		t.Errorf("swap without --memory-swap = %d, want twice the memory", *r.Memory.Swap)
 	}
 	if r.Pids != nil {
@@ -63,7 +63,7 @@ func TestResourceDefaults(t *testing.T) {
 		t.Errorf("default ShmSize = %d", got)
 	}
 	s = generate(t, shCmd, RunOptions{Resources: Resources{Memory: 64 << 20, MemorySwap: -1}})
-	if swapAccounting() && *s.Linux.Resources.Memory.Swap != -1 {
+	if SwapLimitSupported() && *s.Linux.Resources.Memory.Swap != -1 {
 		t.Errorf("--memory-swap -1 = %d", *s.Linux.Resources.Memory.Swap)
 	}
 	if s := generate(t, shCmd, RunOptions{}); s.Linux.Resources.Memory != nil || s.Linux.Resources.CPU != nil || s.Linux.Resources.Pids != nil {
