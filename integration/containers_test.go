@@ -151,6 +151,11 @@ func TestRunDetachedLifecycle(t *testing.T) {
 	if q := d.must("ps", "-q", "--no-trunc"); q != id+"\n" {
 		t.Errorf("ps -q --no-trunc = %q, want %q", q, id)
 	}
+	// info counts the containers by state, as Docker's, and names the
+	// runtime, the cgroup driver and the seccomp profile.
+	if got := d.must("info", "-f", "{{.Containers}} {{.ContainersRunning}} {{.ContainersStopped}} {{.Images}} {{.DefaultRuntime}} {{.CgroupDriver}} {{.SecurityOptions}}"); got != "1 1 0 1 runc cgroupfs [name=seccomp,profile=builtin]\n" {
+		t.Errorf("info counts and runtime: %q", got)
+	}
 	// The output reaches the log shortly after the start.
 	var logs, logErr string
 	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {

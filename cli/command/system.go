@@ -9,9 +9,12 @@ import (
 	"text/tabwriter"
 	"time"
 
+	tasksv1 "github.com/berth-engine/berth/proto/tasks/v1"
+
 	"github.com/spf13/cobra"
 	"google.golang.org/protobuf/types/known/emptypb"
 
+	"github.com/berth-engine/berth/cli/client"
 	"github.com/berth-engine/berth/cli/formatter"
 	"github.com/berth-engine/berth/internal/errdefs"
 	introspectionv1 "github.com/berth-engine/berth/proto/introspection/v1"
@@ -119,7 +122,16 @@ type infoOutput struct {
 	NCPU               int32
 	MemTotal           int64
 	Namespace          string
-	Components         []infoComponent
+	// Containers and Images count the namespace's, as Docker's info.
+	Containers        int
+	ContainersRunning int
+	ContainersPaused  int
+	ContainersStopped int
+	Images            int
+	DefaultRuntime    string
+	CgroupDriver      string
+	SecurityOptions   []string
+	Components        []infoComponent
 }
 
 type infoComponent struct {
@@ -157,6 +169,9 @@ func runInfo(ctx context.Context, c *CLI, format string) error {
 		return fmt.Errorf("asking berthd for its version: %w", errdefs.FromGRPC(err))
 	}
 	out := newInfoOutput(info, v.GetVersion(), c.Namespace())
+	if err := countObjects(ctx, cl, &out); err != nil {
+		return err
+	}
 	switch format {
 	case "":
 		printInfo(c.Out, out)
@@ -183,6 +198,9 @@ func newInfoOutput(info *introspectionv1.InfoResponse, version, namespace string
 		NCPU:               info.GetNcpu(),
 		MemTotal:           info.GetMemTotal(),
 		Namespace:          namespace,
+		DefaultRuntime:     info.GetDefaultRuntime(),
+		CgroupDriver:       info.GetCgroupDriver(),
+		SecurityOptions:    info.GetSecurityOptions(),
 		Components:         []infoComponent{},
 	}
 	if info.GetStartedAt() != nil {
@@ -194,6 +212,39 @@ func newInfoOutput(info *introspectionv1.InfoResponse, version, namespace string
 	return out
 }
 
+// countObjects counts the namespace's containers by state and its images.
+func countObjects(ctx context.Context, cl *client.Client, o *infoOutput) error {
+	ctrs, err := cl.Containers.List(ctx)
+	if err != nil {
+		return fmt.Errorf("listing containers: %w", err)
+	}
+	resp, err := cl.Tasks.List(ctx, &tasksv1.ListTasksRequest{})
+	if err != nil {
+		return fmt.Errorf("listing tasks: %w", errdefs.FromGRPC(err))
+	}
+	status := map[string]tasksv1.Status{}
+	for _, t := range resp.GetTasks() {
+		status[t.GetId()] = t.GetStatus()
+	}
+	o.Containers = len(ctrs)
+	for _, c := range ctrs {
+		switch status[c.ID] {
+		case tasksv1.Status_STATUS_RUNNING:
+			o.ContainersRunning++
+		case tasksv1.Status_STATUS_PAUSED:
+			o.ContainersPaused++
+		default:
+			o.ContainersStopped++
+		}
+	}
+	imgs, err := cl.Images.List(ctx)
+	if err != nil {
+		return fmt.Errorf("listing images: %w", err)
+	}
+	o.Images = len(imgs)
+	return nil
+}
+
 func printInfo(w io.Writer, o infoOutput) {
 	fmt.Fprintln(w, "Server:")
 	tw := tabwriter.NewWriter(w, 0, 1, 1, ' ', 0)
@@ -202,6 +253,11 @@ func printInfo(w io.Writer, o infoOutput) {
 			fmt.Fprintf(tw, " %s:\t%s\n", k, v)
 		}
 	}
+	line("Containers", fmt.Sprint(o.Containers))
+	line("  Running", fmt.Sprint(o.ContainersRunning))
+	line("  Paused", fmt.Sprint(o.ContainersPaused))
+	line("  Stopped", fmt.Sprint(o.ContainersStopped))
+	line("Images", fmt.Sprint(o.Images))
 	line("Server Version", o.ServerVersion)
 	line("ID", o.ID)
 	if o.PID != 0 {
@@ -214,7 +270,10 @@ func printInfo(w io.Writer, o infoOutput) {
 	line("State Dir", o.StateDir)
 	line("Metadata Schema", o.MetadataSchema)
 	line("Default Snapshotter", o.DefaultSnapshotter)
+	line("Cgroup Driver", o.CgroupDriver)
 	line("Cgroup Version", o.CgroupVersion)
+	line("Default Runtime", o.DefaultRuntime)
+	line("Security Options", strings.Join(o.SecurityOptions, ", "))
 	line("Kernel Version", o.KernelVersion)
 	if o.Os != "" {
 		line("OS/Arch", o.Os+"/"+o.Arch)

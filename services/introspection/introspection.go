@@ -55,6 +55,12 @@ type Config struct {
 	DefaultSnapshotter string
 	// StartedAt is when berthd started; zero means when New was called.
 	StartedAt time.Time
+	// DefaultRuntime is the OCI runtime the shims drive.
+	DefaultRuntime string
+	// CgroupDriver manages the containers' cgroups ("cgroupfs").
+	CgroupDriver string
+	// SecurityOptions are the confinements every container gets.
+	SecurityOptions []string
 }
 
 // Service implements introspectionv1.IntrospectionServer.
@@ -126,6 +132,9 @@ func (s *Service) Info(ctx context.Context, _ *emptypb.Empty) (*introspectionv1.
 		Arch:               runtime.GOARCH,
 		Ncpu:               int32(runtime.NumCPU()),
 		MemTotal:           s.host.memTotal,
+		DefaultRuntime:     s.cfg.DefaultRuntime,
+		CgroupDriver:       s.cfg.CgroupDriver,
+		SecurityOptions:    s.cfg.SecurityOptions,
 	}, nil
 }
 

@@ -19,6 +19,8 @@ import (
 	"sync"
 	"time"
 
+	shimruntime "github.com/berth-engine/berth/shim/runtime"
+
 	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -220,6 +222,11 @@ func New(ctx context.Context, cfg Config) (_ *Server, retErr error) {
 		MetadataSchema:     s.db.SchemaVersion(),
 		Snapshotters:       s.snapshotters.components,
 		DefaultSnapshotter: cfg.DefaultSnapshotter,
+		DefaultRuntime:     runtimeName(cfg.Runtime),
+		// runc's cgroupfs driver makes /berth/<id>; the spec gets Docker's
+		// default seccomp profile unless a container asks otherwise.
+		CgroupDriver:    "cgroupfs",
+		SecurityOptions: []string{"name=seccomp,profile=builtin"},
 	})
 	if err != nil {
 		return nil, err
@@ -422,4 +429,13 @@ func logFailedStream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo,
 func logFailure(ctx context.Context, method string, start time.Time, err error) {
 	slog.DebugContext(ctx, "grpc call failed", "method", method, "code", status.Code(err).String(),
 		"error", status.Convert(err).Message(), "duration", time.Since(start))
+}
+
+// runtimeName is the runtime as info shows it: the configured name or
+// path, runc when none is.
+func runtimeName(configured string) string {
+	if configured == "" {
+		return shimruntime.DefaultBinary
+	}
+	return configured
 }

@@ -188,8 +188,16 @@ type InfoResponse struct {
 	Arch               string                 `protobuf:"bytes,12,opt,name=arch,proto3" json:"arch,omitempty"`
 	Ncpu               int32                  `protobuf:"varint,13,opt,name=ncpu,proto3" json:"ncpu,omitempty"`
 	MemTotal           int64                  `protobuf:"varint,14,opt,name=mem_total,json=memTotal,proto3" json:"mem_total,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// default_runtime is the OCI runtime the shims drive (runc, crun, or a
+	// path).
+	DefaultRuntime string `protobuf:"bytes,15,opt,name=default_runtime,json=defaultRuntime,proto3" json:"default_runtime,omitempty"`
+	// cgroup_driver is how containers' cgroups are managed: "cgroupfs".
+	CgroupDriver string `protobuf:"bytes,16,opt,name=cgroup_driver,json=cgroupDriver,proto3" json:"cgroup_driver,omitempty"`
+	// security_options are the confinements every container gets, as
+	// Docker's info names them ("name=seccomp,profile=builtin").
+	SecurityOptions []string `protobuf:"bytes,17,rep,name=security_options,json=securityOptions,proto3" json:"security_options,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *InfoResponse) Reset() {
@@ -320,6 +328,27 @@ func (x *InfoResponse) GetMemTotal() int64 {
 	return 0
 }
 
+func (x *InfoResponse) GetDefaultRuntime() string {
+	if x != nil {
+		return x.DefaultRuntime
+	}
+	return ""
+}
+
+func (x *InfoResponse) GetCgroupDriver() string {
+	if x != nil {
+		return x.CgroupDriver
+	}
+	return ""
+}
+
+func (x *InfoResponse) GetSecurityOptions() []string {
+	if x != nil {
+		return x.SecurityOptions
+	}
+	return nil
+}
+
 var File_introspection_v1_introspection_proto protoreflect.FileDescriptor
 
 const file_introspection_v1_introspection_proto_rawDesc = "" +
@@ -336,7 +365,7 @@ const file_introspection_v1_introspection_proto_rawDesc = "" +
 	"\x04type\x18\x01 \x01(\tR\x04type\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x18\n" +
 	"\aaddress\x18\x03 \x01(\tR\aaddress\x12\x16\n" +
-	"\x06status\x18\x04 \x01(\tR\x06status\"\xd9\x03\n" +
+	"\x06status\x18\x04 \x01(\tR\x06status\"\xd2\x04\n" +
 	"\fInfoResponse\x12\x12\n" +
 	"\x04uuid\x18\x01 \x01(\tR\x04uuid\x12\x12\n" +
 	"\x04root\x18\x02 \x01(\tR\x04root\x12\x14\n" +
@@ -355,7 +384,10 @@ const file_introspection_v1_introspection_proto_rawDesc = "" +
 	"\x02os\x18\v \x01(\tR\x02os\x12\x12\n" +
 	"\x04arch\x18\f \x01(\tR\x04arch\x12\x12\n" +
 	"\x04ncpu\x18\r \x01(\x05R\x04ncpu\x12\x1b\n" +
-	"\tmem_total\x18\x0e \x01(\x03R\bmemTotal2\xa1\x01\n" +
+	"\tmem_total\x18\x0e \x01(\x03R\bmemTotal\x12'\n" +
+	"\x0fdefault_runtime\x18\x0f \x01(\tR\x0edefaultRuntime\x12#\n" +
+	"\rcgroup_driver\x18\x10 \x01(\tR\fcgroupDriver\x12)\n" +
+	"\x10security_options\x18\x11 \x03(\tR\x0fsecurityOptions2\xa1\x01\n" +
 	"\rIntrospection\x12J\n" +
 	"\aVersion\x12\x16.google.protobuf.Empty\x1a'.berth.introspection.v1.VersionResponse\x12D\n" +
 	"\x04Info\x12\x16.google.protobuf.Empty\x1a$.berth.introspection.v1.InfoResponseBFZDgithub.com/berth-engine/berth/proto/introspection/v1;introspectionv1b\x06proto3"
