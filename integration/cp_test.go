@@ -5,10 +5,13 @@ import (
 	"bytes"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/berth-engine/berth/internal/mount"
 )
 
 // tarNames lists the entry names of a tar.
@@ -266,6 +269,18 @@ func TestExport(t *testing.T) {
 	stdout, errOut, code := d.berth("export", "exp")
 	if names := tarNames(t, []byte(stdout)); code != 0 || !slices.Contains(names, "after") || !slices.Contains(names, "exported") {
 		t.Errorf("export of a stopped container to stdout: exit %d, %q, %d entries", code, errOut, len(names))
+	}
+	// A reader that goes away (a closed pipe) stops the export, which
+	// unmounts the snapshot before berth exits.
+	sh := exec.Command("sh", "-c", `"$0" --address "$1" export exp | head -c 1024 >/dev/null`, filepath.Join(env.bin, "berth"), d.address)
+	if out, err := sh.CombinedOutput(); err != nil {
+		t.Fatalf("export into a closed pipe: %v: %s", err, out)
+	}
+	for _, m := range mountsUnder(t, os.TempDir()) {
+		if strings.Contains(m, "berth-mount-") {
+			t.Errorf("export into a closed pipe left %s mounted", m)
+			mount.Unmount(m)
+		}
 	}
 	if _, errOut, code := d.berth("export", "nope"); code != 1 || !strings.Contains(errOut, "No such container: nope") {
 		t.Errorf("export of an unknown container: exit %d, %q", code, errOut)

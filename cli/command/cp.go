@@ -42,7 +42,9 @@ Use '-' as the destination to stream a tar archive of a
 container source to stdout.`,
 		Args: exactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return runCp(cmd.Context(), c, o, args[0], args[1])
+			ctx, stop := untilSignal(cmd.Context())
+			defer stop()
+			return runCp(ctx, c, o, args[0], args[1])
 		},
 	}
 	cmd.Flags().BoolVarP(&o.archive, "archive", "a", false, "Archive mode (copy all uid/gid information)")

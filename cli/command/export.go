@@ -3,6 +3,9 @@ package command
 import (
 	"context"
 	"io"
+	"os"
+	"os/signal"
+	"syscall"
 
 	"github.com/spf13/cobra"
 
@@ -17,7 +20,9 @@ func newExportCommand(c *CLI) *cobra.Command {
 		Short: "Export a container's filesystem as a tar archive",
 		Args:  exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return runExport(cmd.Context(), c, output, args[0])
+			ctx, stop := untilSignal(cmd.Context())
+			defer stop()
+			return runExport(ctx, c, output, args[0])
 		},
 	}
 	cmd.Flags().StringVarP(&output, "output", "o", "", "Write to a file, instead of STDOUT")
@@ -48,4 +53,12 @@ func runExport(ctx context.Context, c *CLI, output, arg string) error {
 			return layer.WriteTree(ctx, w, root, "/", "")
 		})
 	})
+}
+
+// untilSignal returns ctx, canceled when berth gets a signal that would end
+// it (ctrl-c, SIGTERM, a hang-up, a write to a closed pipe): a command that
+// mounts a container's filesystem (cp, export) then stops and unmounts it
+// before berth exits, rather than leave the mount behind.
+func untilSignal(ctx context.Context) (context.Context, context.CancelFunc) {
+	return signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGPIPE)
 }
