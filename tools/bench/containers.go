@@ -262,6 +262,19 @@ func benchExecTrue(ctx context.Context, h *harness) (result, error) {
 		target: "<= 1.50x", ok: ratio <= 1.5, note: "(time)"}, nil
 }
 
+// busyboxLoaded checks that containers can run here and loads mkimage's
+// busybox as busybox:latest.
+func (h *harness) busyboxLoaded(ctx context.Context) error {
+	if err := needContainers(); err != nil {
+		return err
+	}
+	archive, err := h.loadBusybox(ctx)
+	if err != nil {
+		return err
+	}
+	return os.Remove(archive)
+}
+
 // runSleepers runs count `busybox sleep 3600` containers named prefix-N,
 // one after the other, and returns the names of those it started.
 func (h *harness) runSleepers(prefix string, count int) ([]string, error) {
@@ -286,14 +299,9 @@ func (h *harness) remove(names []string) {
 // benchFiftyContainers starts 50 'sleep 3600' containers one after the
 // other, then measures the memory of their shims and of berthd.
 func benchFiftyContainers(ctx context.Context, h *harness) (result, error) {
-	if err := needContainers(); err != nil {
+	if err := h.busyboxLoaded(ctx); err != nil {
 		return result{}, err
 	}
-	archive, err := h.loadBusybox(ctx)
-	if err != nil {
-		return result{}, err
-	}
-	os.Remove(archive)
 
 	start := time.Now()
 	const count = 50

@@ -15,14 +15,9 @@ import (
 // and times its start until `berth ps` lists all fifty; the reference is a
 // berthd started on empty folders until `berth ps` answers.
 func benchRestartFifty(ctx context.Context, h *harness) (result, error) {
-	if err := needContainers(); err != nil {
+	if err := h.busyboxLoaded(ctx); err != nil {
 		return result{}, err
 	}
-	archive, err := h.loadBusybox(ctx)
-	if err != nil {
-		return result{}, err
-	}
-	os.Remove(archive)
 
 	const count = 50
 	names, err := h.runSleepers("bench-restart", count)

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"os"
 	"path/filepath"
 	"time"
 )
@@ -12,14 +11,9 @@ import (
 // containers against the 200 ms target; `berth ps` over the same 50 is
 // shown beside it as the cost of a CLI call that lists them.
 func benchStatsFifty(ctx context.Context, h *harness) (result, error) {
-	if err := needContainers(); err != nil {
+	if err := h.busyboxLoaded(ctx); err != nil {
 		return result{}, err
 	}
-	archive, err := h.loadBusybox(ctx)
-	if err != nil {
-		return result{}, err
-	}
-	os.Remove(archive)
 
 	const count = 50
 	names, err := h.runSleepers("bench-stats", count)
