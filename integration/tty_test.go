@@ -10,14 +10,10 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 )
-
-// tmuxCount makes each test's tmux server socket unique.
-var tmuxCount atomic.Int64
 
 // pane is a berth command running on the terminal of a tmux pane, on a
 // private tmux server that the test kills when it ends.
@@ -33,10 +29,17 @@ func (d *daemon) runInPane(t *testing.T, width, height int, args ...string) *pan
 	if _, err := exec.LookPath("tmux"); err != nil {
 		t.Skip("tmux is not installed")
 	}
+	// The server's socket lives in a folder of the test's own (short, for
+	// a unix socket's path), removed with it.
+	dir, err := os.MkdirTemp("", "berth-tmux-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
 	p := &pane{
 		t:      t,
-		socket: fmt.Sprintf("berth-it-%d-%d", os.Getpid(), tmuxCount.Add(1)),
-		status: filepath.Join(t.TempDir(), "status"),
+		socket: filepath.Join(dir, "tmux.sock"),
+		status: filepath.Join(dir, "status"),
 	}
 	line := shellQuote(filepath.Join(env.bin, "berth")) + " --address " + shellQuote(d.address)
 	for _, a := range args {
@@ -44,8 +47,8 @@ func (d *daemon) runInPane(t *testing.T, width, height int, args ...string) *pan
 	}
 	// The pane stays after berth exits, so that its last output can be read.
 	script := line + "; echo $? > " + shellQuote(p.status) + "; sleep 600"
-	t.Cleanup(func() { exec.Command("tmux", "-L", p.socket, "kill-server").Run() })
-	out, err := exec.Command("tmux", "-L", p.socket, "-f", "/dev/null", "new-session", "-d", "-s", "it",
+	t.Cleanup(func() { exec.Command("tmux", "-S", p.socket, "kill-server").Run() })
+	out, err := exec.Command("tmux", "-S", p.socket, "-f", "/dev/null", "new-session", "-d", "-s", "it",
 		"-x", fmt.Sprint(width), "-y", fmt.Sprint(height), "sh", "-c", script).CombinedOutput()
 	if err != nil {
 		t.Fatalf("tmux new-session: %v: %s", err, out)
@@ -57,7 +60,7 @@ func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''
 
 func (p *pane) tmux(args ...string) string {
 	p.t.Helper()
-	out, err := exec.Command("tmux", append([]string{"-L", p.socket}, args...)...).CombinedOutput()
+	out, err := exec.Command("tmux", append([]string{"-S", p.socket}, args...)...).CombinedOutput()
 	if err != nil {
 		p.t.Fatalf("tmux %v: %v: %s", args, err, out)
 	}
