@@ -48,7 +48,10 @@ type harness struct {
 	intro   introspectionv1.IntrospectionClient
 	// snapshots is berthd's overlay snapshotter, over berthd's socket.
 	snapshots snapshots.Snapshotter
-	diff      interface {
+	// cgroupParents are berth's parent cgroups that did not exist when
+	// the benchmarks started; close removes them.
+	cgroupParents []string
+	diff          interface {
 		diff.Applier
 		diff.Comparer
 	}
@@ -59,7 +62,7 @@ func newHarness(ctx context.Context, bin string, runs int) (*harness, error) {
 	if err != nil {
 		return nil, err
 	}
-	h := &harness{bin: bin, runs: runs, dir: dir, address: filepath.Join(dir, "berthd.sock")}
+	h := &harness{bin: bin, runs: runs, dir: dir, address: filepath.Join(dir, "berthd.sock"), cgroupParents: absentCgroupParents()}
 	h.daemon = exec.Command(filepath.Join(bin, "berthd"), "--root", filepath.Join(dir, "root"),
 		"--state", filepath.Join(dir, "state"), "--address", h.address, "--config", "")
 	h.daemon.Stderr = os.Stderr
@@ -124,4 +127,28 @@ func (h *harness) close() {
 		_ = h.daemon.Wait()
 	}
 	os.RemoveAll(h.dir)
+	// runc made berth's parent cgroups for the benchmarks' containers:
+	// remove those that were not there before (rmdir of empty ones only).
+	for _, p := range h.cgroupParents {
+		os.Remove(p)
+	}
+}
+
+// absentCgroupParents returns berth's parent cgroup folders, in every
+// hierarchy, that do not exist yet.
+func absentCgroupParents() []string {
+	candidates := []string{"/sys/fs/cgroup/berth"}
+	entries, _ := os.ReadDir("/sys/fs/cgroup")
+	for _, e := range entries {
+		if e.IsDir() {
+			candidates = append(candidates, filepath.Join("/sys/fs/cgroup", e.Name(), "berth"))
+		}
+	}
+	var absent []string
+	for _, c := range candidates {
+		if _, err := os.Stat(c); os.IsNotExist(err) {
+			absent = append(absent, c)
+		}
+	}
+	return absent
 }
