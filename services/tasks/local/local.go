@@ -47,6 +47,9 @@ const (
 	TopicExit   = "/tasks/exit"
 	TopicDelete = "/tasks/delete"
 	TopicOOM    = "/tasks/oom"
+	// TopicExecAdded is published when an exec process is added to a
+	// task (before it starts).
+	TopicExecAdded = "/tasks/exec-added"
 )
 
 const (
@@ -892,6 +895,7 @@ func (s *Service) Exec(ctx context.Context, req *tasksv1.ExecProcessRequest) (*e
 	}); err != nil {
 		return nil, errdefs.FromGRPC(err)
 	}
+	s.publish(ctx, t.ns, TopicExecAdded, &eventsv1.TaskExecAdded{ContainerId: t.id, ExecId: req.GetExecId()})
 	return &emptypb.Empty{}, nil
 }
 

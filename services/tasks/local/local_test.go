@@ -407,6 +407,9 @@ func TestExecKillAndReconnect(t *testing.T) {
 	if _, err := e.svc.Exec(e.ctx, &tasksv1.ExecProcessRequest{ContainerId: id, ExecId: "x1", Spec: pspec}); err != nil {
 		t.Fatalf("Exec: %v", err)
 	}
+	if !e.events.has(TopicExecAdded) {
+		t.Errorf("no %s event published for the exec (got %v)", TopicExecAdded, e.events.topics)
+	}
 	if _, err := e.svc.Start(e.ctx, &tasksv1.StartRequest{ContainerId: id, ExecId: "x1"}); err != nil {
 		t.Fatalf("Start exec: %v", err)
 	}
