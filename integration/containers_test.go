@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -319,4 +320,48 @@ func TestLogsFollow(t *testing.T) {
 		t.Errorf("ps -a of a detached container that exited: %q", out)
 	}
 	d.must("rm", "talker")
+}
+
+// TestPsAncestorAndExited filters by image (including images built on it)
+// and by exit code, as Docker's ps.
+func TestPsAncestorAndExited(t *testing.T) {
+	d := containerDaemon(t)
+	d.must("load", "-i", testImage("layers-docker.tar"))
+	d.must("run", "--name", "from-busybox", "busybox", "true")
+	if _, _, code := d.berth("run", "--name", "from-layers", "layers", "sh", "-c", "exit 3"); code != 3 {
+		t.Fatalf("run from layers: exit %d, want 3", code)
+	}
+	t.Cleanup(func() { d.berth("rm", "-f", "from-busybox", "from-layers") })
+	names := func(filters ...string) string {
+		args := []string{"ps", "-a", "--format", "{{.Names}}"}
+		for _, f := range filters {
+			args = append(args, "-f", f)
+		}
+		out := strings.Fields(d.must(args...))
+		slices.Sort(out)
+		return strings.Join(out, " ")
+	}
+	for _, tc := range []struct {
+		filters []string
+		want    string
+	}{
+		// layers is busybox with three more layers: built on it.
+		{[]string{"ancestor=busybox"}, "from-busybox from-layers"},
+		{[]string{"ancestor=busybox:latest"}, "from-busybox from-layers"},
+		{[]string{"ancestor=layers"}, "from-layers"},
+		{[]string{"ancestor=nosuchimage"}, ""},
+		{[]string{"exited=3"}, "from-layers"},
+		{[]string{"exited=0"}, "from-busybox"},
+		{[]string{"exited=0", "ancestor=layers"}, ""},
+		{[]string{"status=exited", "ancestor=layers"}, "from-layers"},
+	} {
+		if got := names(tc.filters...); got != tc.want {
+			t.Errorf("ps -a %v: %q, want %q", tc.filters, got, tc.want)
+		}
+	}
+	// By image ID prefix too.
+	id := strings.TrimPrefix(strings.TrimSpace(d.must("image", "inspect", "-f", "{{.Id}}", "busybox")), "sha256:")
+	if got := names("ancestor=" + id[:12]); got != "from-busybox from-layers" {
+		t.Errorf("ps -a -f ancestor=<busybox ID prefix>: %q", got)
+	}
 }

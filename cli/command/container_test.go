@@ -108,7 +108,11 @@ func TestContainerStatus(t *testing.T) {
 }
 
 func TestPsFilter(t *testing.T) {
-	c := containers.Container{ID: "abc123", Name: "web-1", Labels: map[string]string{"tier": "front"}}
+	c := containers.Container{ID: "abc123", Name: "web-1", Image: "busybox:latest", Labels: map[string]string{"tier": "front"}}
+	// The ancestry is the lookup's; here busybox:latest descends from base.
+	descends := func(image, ancestor string) bool {
+		return image == "busybox:latest" && (ancestor == "busybox" || ancestor == "base")
+	}
 	for _, tc := range []struct {
 		filters []string
 		state   string
@@ -125,16 +129,23 @@ func TestPsFilter(t *testing.T) {
 		{[]string{"label=tier=back"}, "running", false},
 		{[]string{"label=tier=front", "name=db"}, "running", false},
 		{[]string{"id=abc"}, "running", true},
+		{[]string{"status=dead"}, "dead", true},
+		{[]string{"exited=3"}, "exited", true},
+		{[]string{"exited=0"}, "exited", false},
+		{[]string{"exited=3"}, "running", false},
+		{[]string{"exited=0", "exited=3"}, "exited", true},
+		{[]string{"ancestor=base"}, "running", true},
+		{[]string{"ancestor=alpine"}, "running", false},
 	} {
 		f, err := parsePsFilter(tc.filters)
 		if err != nil {
 			t.Fatalf("%v: %v", tc.filters, err)
 		}
-		if got := f.match(c, tc.state); got != tc.want {
+		if got := f.match(c, tc.state, 3, descends); got != tc.want {
 			t.Errorf("filters %v on state %s: %v, want %v", tc.filters, tc.state, got, tc.want)
 		}
 	}
-	for _, bad := range []string{"status=dead", "colour=red", "name"} {
+	for _, bad := range []string{"status=gone", "colour=red", "name", "exited=x"} {
 		if _, err := parsePsFilter([]string{bad}); err == nil {
 			t.Errorf("filter %q accepted", bad)
 		}

@@ -91,7 +91,7 @@ func runImageInspect(ctx context.Context, c *CLI, format string, args []string) 
 		if err := formatter.WriteJSONIndent(c.Out, out); err != nil {
 			return err
 		}
-	} else if err := formatter.ExecuteEach(c.Out, format, out); err != nil {
+	} else if err := formatter.ExecuteInspect(c.Out, format, out); err != nil {
 		return err
 	}
 	return joinErrs(errs)

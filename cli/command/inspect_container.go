@@ -1,9 +1,7 @@
 package command
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"maps"
 	"strconv"
@@ -298,34 +296,10 @@ func (c *CLI) runInspect(ctx context.Context, format string, args []string, imag
 		if err := formatter.WriteJSONIndent(c.Out, out); err != nil {
 			return err
 		}
-	} else {
-		raw, err := rawJSON(out)
-		if err != nil {
-			return err
-		}
-		if err := formatter.ExecuteEach(c.Out, format, raw); err != nil {
-			return err
-		}
+	} else if err := formatter.ExecuteInspect(c.Out, format, out); err != nil {
+		return err
 	}
 	return joinErrs(errs)
-}
-
-// rawJSON turns objects into their JSON's maps, so that templates name the
-// fields as the JSON does ({{.Id}}), as Docker's inspect templates do.
-func rawJSON(objects []any) ([]any, error) {
-	raw := make([]any, len(objects))
-	for i, o := range objects {
-		b, err := json.Marshal(o)
-		if err != nil {
-			return nil, err
-		}
-		dec := json.NewDecoder(bytes.NewReader(b))
-		dec.UseNumber()
-		if err := dec.Decode(&raw[i]); err != nil {
-			return nil, err
-		}
-	}
-	return raw, nil
 }
 
 func describeContainer(ctx context.Context, cl *client.Client, r *imageutil.Resolver, ctr containers.Container) (inspectContainer, error) {

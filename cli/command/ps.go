@@ -13,6 +13,7 @@ import (
 
 	"github.com/berth-engine/berth/cli/client"
 	"github.com/berth-engine/berth/cli/formatter"
+	"github.com/berth-engine/berth/cli/imageutil"
 	"github.com/berth-engine/berth/internal/errdefs"
 	tasksv1 "github.com/berth-engine/berth/proto/tasks/v1"
 	"github.com/berth-engine/berth/services/containers"
@@ -64,20 +65,26 @@ func parsePsFilter(args []string) (psFilter, error) {
 			return nil, errdefs.Errorf(errdefs.ErrInvalidArgument, "bad format of filter (expected name=value): %s", a)
 		case k == "status":
 			switch v {
-			case "created", "running", "paused", "exited":
+			case "created", "running", "paused", "restarting", "exited", "dead":
 			default:
-				return nil, errdefs.Errorf(errdefs.ErrInvalidArgument, "invalid filter 'status=%s': use created, running, paused or exited", v)
+				return nil, errdefs.Errorf(errdefs.ErrInvalidArgument, "invalid filter 'status=%s': use created, running, paused, restarting, exited or dead", v)
 			}
-		case k == "name", k == "label", k == "id":
+		case k == "exited":
+			if _, err := strconv.Atoi(v); err != nil {
+				return nil, errdefs.Errorf(errdefs.ErrInvalidArgument, "invalid filter 'exited=%s': give an exit code, such as exited=0", v)
+			}
+		case k == "name", k == "label", k == "id", k == "ancestor":
 		default:
-			return nil, errdefs.Errorf(errdefs.ErrInvalidArgument, "invalid filter '%s': use status, name, id or label", k)
+			return nil, errdefs.Errorf(errdefs.ErrInvalidArgument, "invalid filter '%s': use status, name, id, label, ancestor or exited", k)
 		}
 		f[k] = append(f[k], v)
 	}
 	return f, nil
 }
 
-func (f psFilter) match(c containers.Container, state string) bool {
+// match reports whether container c, in state with exitCode (of its last
+// run), passes f; descends answers the ancestor filter.
+func (f psFilter) match(c containers.Container, state string, exitCode int, descends func(image, ancestor string) bool) bool {
 	matches := func(key string, ok func(string) bool) bool {
 		vs, set := f[key]
 		if !set {
@@ -91,6 +98,8 @@ func (f psFilter) match(c containers.Container, state string) bool {
 		return false
 	}
 	return matches("status", func(v string) bool { return v == state }) &&
+		matches("exited", func(v string) bool { return state == "exited" && v == strconv.Itoa(exitCode) }) &&
+		matches("ancestor", func(v string) bool { return descends(c.Image, v) }) &&
 		matches("name", func(v string) bool { return strings.Contains(c.Name, strings.TrimPrefix(v, "/")) }) &&
 		matches("id", func(v string) bool { return strings.HasPrefix(c.ID, v) }) &&
 		matches("label", func(v string) bool {
@@ -154,7 +163,7 @@ func newPsCommand(c *CLI) *cobra.Command {
 	flags.BoolVarP(&latest, "latest", "l", false, "Show the latest created container (includes all states)")
 	flags.BoolVarP(&o.size, "size", "s", false, "Display total file sizes")
 	flags.StringVar(&format, "format", "", "Format output using a custom template: 'table', 'table TEMPLATE', 'json' or 'TEMPLATE'")
-	flags.StringArrayVarP(&filters, "filter", "f", nil, "Filter output based on conditions provided (status=, name=, id=, label=)")
+	flags.StringArrayVarP(&filters, "filter", "f", nil, "Filter output based on conditions provided (status=, name=, id=, label=, ancestor=, exited=)")
 	return cmd
 }
 
@@ -173,6 +182,8 @@ func psRows(ctx context.Context, cl *client.Client, f psFilter, o psOptions, now
 	}
 	// Newest first, as Docker lists them.
 	sortNewestFirst(ctrs)
+	anc := newAncestry(imageutil.NewResolver(cl.Images, cl.Content))
+	descends := func(image, ancestor string) bool { return anc.descends(ctx, image, ancestor) }
 	var rows []psRow
 	sizes := newSizer(cl)
 	for _, ctr := range ctrs {
@@ -180,7 +191,7 @@ func psRows(ctx context.Context, cl *client.Client, f psFilter, o psOptions, now
 			break
 		}
 		state, status := containerStatus(ctr, tasks[ctr.ID], now)
-		if (!o.all && state != "running" && state != "paused") || !f.match(ctr, state) {
+		if (!o.all && state != "running" && state != "paused") || !f.match(ctr, state, exitCodeOf(ctr, tasks[ctr.ID]), descends) {
 			continue
 		}
 		row := psRow{
@@ -209,6 +220,15 @@ func psRows(ctx context.Context, cl *client.Client, f psFilter, o psOptions, now
 		rows = append(rows, row)
 	}
 	return rows, nil
+}
+
+// exitCodeOf is the exit status of the container's last run: its stopped
+// task's, or the one berthd recorded.
+func exitCodeOf(c containers.Container, p *tasksv1.Process) int {
+	if p != nil && p.GetStatus() == tasksv1.Status_STATUS_STOPPED {
+		return int(p.GetExitStatus())
+	}
+	return int(containers.StateOf(c).ExitCode)
 }
 
 func sortNewestFirst(ctrs []containers.Container) {

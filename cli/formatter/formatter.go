@@ -131,6 +131,49 @@ func ExecuteEach[T any](w io.Writer, text string, objects []T) error {
 	return err
 }
 
+// ExecuteInspect runs the template text once per object, as
+// `docker inspect --format` does: on the object itself, and, where that
+// fails (a field named as in the JSON, {{.Id}}), on the object's JSON.
+func ExecuteInspect[T any](w io.Writer, text string, objects []T) error {
+	tmpl, err := Parse(templateText(text))
+	if err != nil {
+		return err
+	}
+	var buf bytes.Buffer
+	for _, o := range objects {
+		var one bytes.Buffer
+		if err := tmpl.Execute(&one, o); err != nil {
+			raw, rerr := rawJSON(o)
+			if rerr != nil {
+				return rerr
+			}
+			one.Reset()
+			if rerr := tmpl.Execute(&one, raw); rerr != nil {
+				return errdefs.Errorf(errdefs.ErrInvalidArgument, "executing template %q: %v", text, err)
+			}
+		}
+		buf.Write(one.Bytes())
+		buf.WriteByte('\n')
+	}
+	_, err = buf.WriteTo(w)
+	return err
+}
+
+// rawJSON returns o as its JSON decodes into maps, numbers kept exact.
+func rawJSON(o any) (any, error) {
+	b, err := json.Marshal(o)
+	if err != nil {
+		return nil, err
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
+	var raw any
+	if err := dec.Decode(&raw); err != nil {
+		return nil, err
+	}
+	return raw, nil
+}
+
 // WriteJSONIndent prints v as indented JSON followed by a newline, the way
 // `docker inspect` prints its array.
 func WriteJSONIndent(w io.Writer, v any) error {

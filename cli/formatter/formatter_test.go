@@ -166,3 +166,25 @@ func TestTruncateID(t *testing.T) {
 		t.Errorf("TruncateID(short) = %q", got)
 	}
 }
+
+func TestExecuteInspectTypedThenJSON(t *testing.T) {
+	type obj struct {
+		ID   string `json:"Id"`
+		Size int64
+	}
+	objs := []obj{{ID: "sha256:1", Size: 12}}
+	for text, want := range map[string]string{
+		"{{.ID}} {{.Size}}": "sha256:1 12\n",
+		"{{.Id}} {{.Size}}": "sha256:1 12\n", // the JSON's name, as Docker's fallback
+	} {
+		var buf bytes.Buffer
+		if err := ExecuteInspect(&buf, text, objs); err != nil || buf.String() != want {
+			t.Errorf("%s: %q, %v; want %q", text, buf.String(), err, want)
+		}
+	}
+	// A field neither has reads as missing from the JSON, as in Docker.
+	var buf bytes.Buffer
+	if err := ExecuteInspect(&buf, "{{.Nope}}", objs); err != nil || buf.String() != "<no value>\n" {
+		t.Errorf("a field neither the object nor its JSON has: %q, %v", buf.String(), err)
+	}
+}
