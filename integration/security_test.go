@@ -337,7 +337,7 @@ grep -E ' /(scratch|dev/shm) ' /proc/mounts | cut -d' ' -f2,4`)
 		t.Errorf("--read-only --tmpfs --ulimit --shm-size: exit %d, stderr %q\ngot:\n%s\nwant:\n%s", code, errOut, got, want)
 	}
 	out = d.must("inspect", "-f", "{{.HostConfig.ReadonlyRootfs}} {{json .HostConfig.Tmpfs}} {{json .HostConfig.Ulimits}} {{.HostConfig.ShmSize}}", "ro")
-	if want := `true {"/run":"","/scratch":"size=1m,mode=1777"} [{"Hard":2048,"Name":"nofile","Soft":1024},{"Hard":500,"Name":"nproc","Soft":500}] 134217728` + "\n"; out != want {
+	if want := `true {"/run":"","/scratch":"size=1m,mode=1777"} [{"Name":"nofile","Hard":2048,"Soft":1024},{"Name":"nproc","Hard":500,"Soft":500}] 134217728` + "\n"; out != want {
 		t.Errorf("inspect:\n got %s\nwant %s", out, want)
 	}
 	removeChecked(t, d, "ro")
