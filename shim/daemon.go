@@ -209,7 +209,7 @@ func Serve(ctx context.Context, cfg Config, stateDir string) error {
 // the container's exit.
 func Cleanup(ctx context.Context, cfg Config, stateDir string) (*Exit, error) {
 	bundle := cfg.Bundle
-	if pid, err := readPid(filepath.Join(bundle, PidFile)); err == nil && processAlive(pid) {
+	if pid, err := ReadPidFile(filepath.Join(bundle, PidFile)); err == nil && ProcessAlive(pid) {
 		return nil, errdefs.Errorf(errdefs.ErrFailedPrecondition, "cleaning up the shim of %q: it still runs as pid %d: shut it down through its API, or kill it first", cfg.ID, pid)
 	}
 	if err := cfg.Runtime.Delete(ctx, cfg.ID, true); err != nil && !errdefs.IsNotFound(err) {
@@ -224,7 +224,7 @@ func Cleanup(ctx context.Context, cfg Config, stateDir string) (*Exit, error) {
 			return nil, err
 		}
 		e = &Exit{ExitStatus: 128 + uint32(unix.SIGKILL), ExitedAt: time.Now().UTC(), Dead: true}
-		if pid, err := readPid(filepath.Join(bundle, initPidFile)); err == nil {
+		if pid, err := ReadPidFile(filepath.Join(bundle, initPidFile)); err == nil {
 			e.Pid = uint32(pid)
 		}
 		if err := WriteExit(bundle, *e); err != nil {
@@ -238,8 +238,8 @@ func Cleanup(ctx context.Context, cfg Config, stateDir string) (*Exit, error) {
 	return e, nil
 }
 
-// processAlive says whether pid runs (a zombie counts as gone).
-func processAlive(pid int) bool {
+// ProcessAlive says whether pid runs; a zombie counts as gone.
+func ProcessAlive(pid int) bool {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
 		return false

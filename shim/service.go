@@ -271,7 +271,7 @@ func (s *Service) create(ctx context.Context, req *shimv1.CreateTaskRequest) (_ 
 		pio.close()
 		return 0, fmt.Errorf("create %q: %w", req.GetId(), err)
 	}
-	pid, err := readPid(opts.PidFile)
+	pid, err := ReadPidFile(opts.PidFile)
 	if err == nil {
 		err = pio.start(ctx, st, log)
 	}
@@ -330,7 +330,7 @@ func (s *Service) start(ctx context.Context, req *shimv1.StartRequest) (int, err
 		pio.close()
 		return 0, fmt.Errorf("start %s: %w", describe(req.GetId(), req.GetExecId()), err)
 	}
-	pid, err := readPid(pidFile)
+	pid, err := ReadPidFile(pidFile)
 	if err == nil {
 		err = pio.start(ctx, p.stdio, nil)
 	}
@@ -681,14 +681,15 @@ func statusName(st shimv1.Status) string {
 	return strings.ToLower(strings.TrimPrefix(st.String(), "STATUS_"))
 }
 
-func readPid(path string) (int, error) {
+// ReadPidFile reads a pid file written by the shim or the runtime.
+func ReadPidFile(path string) (int, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return 0, fmt.Errorf("reading the pid the runtime wrote: %w", err)
+		return 0, fmt.Errorf("reading the pid in %s: %w", path, err)
 	}
 	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
 	if err != nil || pid <= 0 {
-		return 0, fmt.Errorf("reading the pid the runtime wrote to %s: %q is not a pid", path, b)
+		return 0, fmt.Errorf("reading the pid in %s: %q is not a pid", path, b)
 	}
 	return pid, nil
 }

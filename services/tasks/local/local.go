@@ -14,7 +14,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -659,7 +658,7 @@ func (s *Service) reconnect(ctx context.Context, t *task) bool {
 	if err != nil {
 		return false
 	}
-	t.shimPid, _ = readPid(filepath.Join(t.bundle, shim.PidFile))
+	t.shimPid, _ = shim.ReadPidFile(filepath.Join(t.bundle, shim.PidFile))
 	if err := s.connect(ctx, t, strings.TrimSpace(string(b))); err != nil {
 		slog.WarnContext(ctx, "reconnecting to a shim", "namespace", t.ns, "id", t.id, "error", err)
 		return false
@@ -671,7 +670,7 @@ func (s *Service) reconnect(ctx context.Context, t *task) bool {
 		slog.WarnContext(ctx, "a reconnected shim has no task", "namespace", t.ns, "id", t.id, "error", err)
 		t.client.Close()
 		t.client, t.shim = nil, nil
-		if t.shimPid > 0 && processAlive(t.shimPid) {
+		if t.shimPid > 0 && shim.ProcessAlive(t.shimPid) {
 			// An empty shim: stop it so that its bundle can be cleaned.
 			syscallKill(t.shimPid)
 			waitGone(t.shimPid, shimExitTimeout)
@@ -1014,12 +1013,4 @@ func (s *Service) deletedExit(ctx context.Context, req *tasksv1.WaitRequest) *ta
 		return nil
 	}
 	return &tasksv1.WaitResponse{ExitStatus: e.status, ExitedAt: e.exitedAt}
-}
-
-func readPid(path string) (int, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return 0, err
-	}
-	return strconv.Atoi(strings.TrimSpace(string(b)))
 }

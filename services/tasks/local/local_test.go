@@ -235,7 +235,7 @@ func (e *env) bundle(id string) string {
 }
 
 func (e *env) shimPid(id string) int {
-	pid, _ := readPid(filepath.Join(e.bundle(id), shim.PidFile))
+	pid, _ := shim.ReadPidFile(filepath.Join(e.bundle(id), shim.PidFile))
 	return pid
 }
 
@@ -246,10 +246,10 @@ func (e *env) cleanup() {
 	}
 	for _, id := range e.ids {
 		b := e.bundle(id)
-		if pid, err := readPid(filepath.Join(b, "init.pid")); err == nil && processAlive(pid) {
+		if pid, err := shim.ReadPidFile(filepath.Join(b, "init.pid")); err == nil && shim.ProcessAlive(pid) {
 			syscallKill(pid)
 		}
-		if pid := e.shimPid(id); pid > 0 && processAlive(pid) {
+		if pid := e.shimPid(id); pid > 0 && shim.ProcessAlive(pid) {
 			syscallKill(pid)
 			waitGone(pid, 5*time.Second)
 		}
@@ -300,7 +300,7 @@ func (e *env) deleteAndCheck(id string) {
 	if _, err := os.Stat(e.bundle(id)); !os.IsNotExist(err) {
 		t.Errorf("bundle %s left after Delete (%v)", e.bundle(id), err)
 	}
-	if shimPid > 0 && processAlive(shimPid) {
+	if shimPid > 0 && shim.ProcessAlive(shimPid) {
 		t.Errorf("shim pid %d still runs after Delete", shimPid)
 	}
 	mi, _ := os.ReadFile("/proc/self/mountinfo")
@@ -428,7 +428,7 @@ func TestExecKillAndReconnect(t *testing.T) {
 	shimPid := e.shimPid(id)
 	e.svc.Close()
 	e.svc = e.newService()
-	if !processAlive(shimPid) {
+	if !shim.ProcessAlive(shimPid) {
 		t.Fatal("the shim died when the tasks service closed")
 	}
 	g, err := e.svc.Get(e.ctx, &tasksv1.GetRequest{ContainerId: id})
@@ -453,7 +453,7 @@ func TestDeadShimIsReapedOnRestart(t *testing.T) {
 	e.svc = nil
 	// The shim dies while berthd is down; its container goes with it.
 	shimPid := e.shimPid(id)
-	initPid, _ := readPid(filepath.Join(e.bundle(id), "init.pid"))
+	initPid, _ := shim.ReadPidFile(filepath.Join(e.bundle(id), "init.pid"))
 	syscallKill(shimPid)
 	if initPid > 0 {
 		syscallKill(initPid)

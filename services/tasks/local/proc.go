@@ -2,29 +2,17 @@ package local
 
 import (
 	"context"
-	"fmt"
-	"os"
-	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/berth-engine/berth/shim"
 )
 
-// processAlive says whether pid runs (a zombie counts as gone).
-func processAlive(pid int) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return false
-	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	return i < 0 || i+2 >= len(s) || s[i+2] != 'Z'
-}
-
-// waitGone waits up to d for pid to exit and says whether it did. The
-// shims are not berthd's children, so it waits on a pidfd, which becomes
-// readable when the process exits, and polls /proc only where pidfds are
-// missing (kernels before 5.3).
+// waitGone waits up to d for pid to exit and says whether it did. A shim
+// is berthd's child only if this berthd started it, so it waits on a
+// pidfd, which becomes readable when any process exits, and polls /proc
+// only where pidfds are missing (kernels before 5.3).
 func waitGone(pid int, d time.Duration) bool {
 	fd, err := unix.PidfdOpen(pid, 0)
 	if err == nil {
@@ -34,7 +22,7 @@ func waitGone(pid int, d time.Duration) bool {
 		for {
 			left := time.Until(deadline)
 			if left <= 0 {
-				return !processAlive(pid)
+				return !shim.ProcessAlive(pid)
 			}
 			n, err := unix.Poll(fds, int(left.Milliseconds())+1)
 			if err == unix.EINTR {
@@ -45,13 +33,13 @@ func waitGone(pid int, d time.Duration) bool {
 			}
 		}
 		// A zombie is gone for our purpose; so is a pid that exited.
-		return !processAlive(pid)
+		return !shim.ProcessAlive(pid)
 	}
 	if err == unix.ESRCH {
 		return true
 	}
 	deadline := time.Now().Add(d)
-	for processAlive(pid) {
+	for shim.ProcessAlive(pid) {
 		if time.Now().After(deadline) {
 			return false
 		}
