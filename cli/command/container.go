@@ -81,12 +81,8 @@ func resolveContainer(ctx context.Context, cl *client.Client, arg string) (conta
 	// Ask berthd for the name, then for the prefix, rather than read every
 	// record (specs included) on each command.
 	name := strings.TrimPrefix(arg, "/")
-	byName, err := cl.Containers.List(ctx, "name=="+strconv.Quote(name))
-	if err != nil {
-		return containers.Container{}, fmt.Errorf("listing containers: %w", err)
-	}
-	if len(byName) > 0 {
-		return byName[0], nil
+	if c, ok, err := containerNamed(ctx, cl, name); err != nil || ok {
+		return c, err
 	}
 	if !isHex(arg) {
 		return containers.Container{}, noSuchContainer(arg)
@@ -102,6 +98,19 @@ func resolveContainer(ctx context.Context, cl *client.Client, arg string) (conta
 		return found[0], nil
 	}
 	return containers.Container{}, errdefs.Errorf(errdefs.ErrInvalidArgument, "multiple IDs found with provided prefix: %s", arg)
+}
+
+// containerNamed returns the container named name, asking berthd for it
+// alone.
+func containerNamed(ctx context.Context, cl *client.Client, name string) (containers.Container, bool, error) {
+	found, err := cl.Containers.List(ctx, "name=="+strconv.Quote(name))
+	if err != nil {
+		return containers.Container{}, false, fmt.Errorf("listing containers: %w", err)
+	}
+	if len(found) == 0 {
+		return containers.Container{}, false, nil
+	}
+	return found[0], true, nil
 }
 
 // isHex says whether s is made of hexadecimal digits only.

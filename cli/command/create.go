@@ -274,17 +274,12 @@ func (c *CLI) createContainer(ctx context.Context, cl *client.Client, o createOp
 
 // nameFree returns Docker's conflict error when name is taken.
 func nameFree(ctx context.Context, cl *client.Client, name string) error {
-	all, err := cl.Containers.List(ctx)
-	if err != nil {
-		return fmt.Errorf("listing containers: %w", err)
+	c, taken, err := containerNamed(ctx, cl, name)
+	if err != nil || !taken {
+		return err
 	}
-	for _, c := range all {
-		if c.Name == name {
-			return errdefs.Errorf(errdefs.ErrAlreadyExists,
-				"Conflict. The container name \"/%s\" is already in use by container \"%s\". You have to remove (or rename) that container to be able to reuse that name.", name, c.ID)
-		}
-	}
-	return nil
+	return errdefs.Errorf(errdefs.ErrAlreadyExists,
+		"Conflict. The container name \"/%s\" is already in use by container \"%s\". You have to remove (or rename) that container to be able to reuse that name.", name, c.ID)
 }
 
 func (o createOptions) runOptions(cmdArgs []string) (ocispec.RunOptions, error) {
