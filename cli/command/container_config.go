@@ -2,7 +2,6 @@ package command
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -39,16 +38,20 @@ type containerConfig struct {
 	Cmd        []string `json:"cmd,omitempty"`
 }
 
+// set records cfg on c.
+func (cfg containerConfig) set(c *containers.Container) error {
+	return containers.SetExtension(c, configExtension, configTypeURL, cfg)
+}
+
 // configOf reads c's config; a record without it (made before berth kept
 // it, or by another client) reads as Docker's default for `run`: stdout
 // and stderr attached, no stdin.
 func configOf(c containers.Container) containerConfig {
-	st := containerConfig{AttachStdout: true, AttachStderr: true}
-	if a := c.Extensions[configExtension]; a != nil {
-		st = containerConfig{}
-		_ = json.Unmarshal(a.GetValue(), &st) // damaged reads as nothing attached
+	var cfg containerConfig
+	if !containers.ReadExtension(c, configExtension, &cfg) {
+		cfg = containerConfig{AttachStdout: true, AttachStderr: true}
 	}
-	return st
+	return cfg
 }
 
 // config is what -i and -a ask for, with Docker's rules: without -a,

@@ -117,10 +117,6 @@ func (c *CLI) createContainer(ctx context.Context, cl *client.Client, o createOp
 		// Docker's words: the limit holds, swap is not limited.
 		fmt.Fprintln(c.Err, "WARNING: Your kernel does not support swap limit capabilities or the cgroup is not mounted. Memory limited without swap.")
 	}
-	hostAny, err := hostExt.any()
-	if err != nil {
-		return containers.Container{}, err
-	}
 	config, err := o.config()
 	if err != nil {
 		return containers.Container{}, err
@@ -226,7 +222,6 @@ func (c *CLI) createContainer(ctx context.Context, cl *client.Client, o createOp
 
 	entrypoint, cmd := ocispec.EntrypointAndCmd(cfg.Config.Entrypoint, cfg.Config.Cmd, runOpts.Entrypoint, runOpts.Cmd)
 	config.Entrypoint, config.Cmd = entrypoint, cmd
-	configJSON, _ := json.Marshal(config)
 	record := containers.Container{
 		ID:          id,
 		Name:        o.name,
@@ -236,10 +231,6 @@ func (c *CLI) createContainer(ctx context.Context, cl *client.Client, o createOp
 		Spec:        &anypb.Any{TypeUrl: containers.SpecTypeURL, Value: spec},
 		Snapshotter: snapshotter,
 		SnapshotKey: id,
-		Extensions: map[string]*anypb.Any{
-			hostConfigExtension: hostAny,
-			configExtension:     {TypeUrl: configTypeURL, Value: configJSON},
-		},
 	}
 	if restart.Name != containers.RestartNo {
 		record.Labels = maps.Clone(record.Labels)
@@ -247,6 +238,12 @@ func (c *CLI) createContainer(ctx context.Context, cl *client.Client, o createOp
 			record.Labels = map[string]string{}
 		}
 		record.Labels[containers.RestartPolicyLabel] = restart.String()
+	}
+	if err := hostExt.set(&record); err != nil {
+		return containers.Container{}, err
+	}
+	if err := config.set(&record); err != nil {
+		return containers.Container{}, err
 	}
 	if err := containers.SetIntent(&record, containers.Intent{AutoRemove: o.autoRemove}); err != nil {
 		return containers.Container{}, err

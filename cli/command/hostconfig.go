@@ -1,10 +1,7 @@
 package command
 
 import (
-	"encoding/json"
-
 	specs "github.com/opencontainers/runtime-spec/specs-go"
-	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/berth-engine/berth/services/containers"
 	"github.com/berth-engine/berth/services/tasks/ocispec"
@@ -39,20 +36,16 @@ type hostConfigExt struct {
 	Devices     []inspectDevice   `json:"devices,omitempty"`
 }
 
-// any returns ext as the record's extension.
-func (ext hostConfigExt) any() (*anypb.Any, error) {
-	b, err := json.Marshal(ext)
-	if err != nil {
-		return nil, err
-	}
-	return &anypb.Any{TypeUrl: hostConfigTypeURL, Value: b}, nil
+// set records ext on c.
+func (ext hostConfigExt) set(c *containers.Container) error {
+	return containers.SetExtension(c, hostConfigExtension, hostConfigTypeURL, ext)
 }
 
+// hostConfigExtOf reads c's flags as given; none (or damaged) reads as no
+// flags given.
 func hostConfigExtOf(c containers.Container) hostConfigExt {
 	var ext hostConfigExt
-	if a := c.Extensions[hostConfigExtension]; a != nil {
-		_ = json.Unmarshal(a.GetValue(), &ext) // a damaged extension reads as "no flags given"
-	}
+	containers.ReadExtension(c, hostConfigExtension, &ext)
 	return ext
 }
 

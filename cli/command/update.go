@@ -213,11 +213,9 @@ func updateContainer(ctx context.Context, cl *client.Client, ctr containers.Cont
 		if nanoCPUs != nil {
 			ext := hostConfigExtOf(ctr)
 			ext.NanoCpus = *nanoCPUs
-			a, err := ext.any()
-			if err != nil {
+			if err := ext.set(&ctr); err != nil {
 				return err
 			}
-			ctr.Extensions = map[string]*anypb.Any{hostConfigExtension: a}
 			paths = append(paths, "extensions."+hostConfigExtension)
 		}
 	}

@@ -55,9 +55,7 @@ type Intent struct {
 // one reads as "never ran".
 func StateOf(c Container) State {
 	var st State
-	if a := c.Extensions[StateExtension]; a != nil {
-		_ = json.Unmarshal(a.GetValue(), &st)
-	}
+	ReadExtension(c, StateExtension, &st)
 	return st
 }
 
@@ -65,25 +63,37 @@ func StateOf(c Container) State {
 // reads as the zero Intent.
 func IntentOf(c Container) Intent {
 	var in Intent
-	if a := c.Extensions[IntentExtension]; a != nil {
-		_ = json.Unmarshal(a.GetValue(), &in)
-	}
+	ReadExtension(c, IntentExtension, &in)
 	return in
 }
 
 // SetState sets st in c's extensions; update the record with the field
 // path "extensions."+StateExtension.
 func SetState(c *Container, st State) error {
-	return setExtension(c, StateExtension, StateTypeURL, st)
+	return SetExtension(c, StateExtension, StateTypeURL, st)
 }
 
 // SetIntent sets in in c's extensions; update the record with the field
 // path "extensions."+IntentExtension.
 func SetIntent(c *Container, in Intent) error {
-	return setExtension(c, IntentExtension, IntentTypeURL, in)
+	return SetExtension(c, IntentExtension, IntentTypeURL, in)
 }
 
-func setExtension(c *Container, key, typeURL string, v any) error {
+// ReadExtension decodes the JSON extension key of c into v and says
+// whether there was one; a damaged one leaves v as decoding left it.
+func ReadExtension(c Container, key string, v any) bool {
+	a := c.Extensions[key]
+	if a == nil {
+		return false
+	}
+	_ = json.Unmarshal(a.GetValue(), v)
+	return true
+}
+
+// SetExtension sets v, as JSON of type typeURL, under key in c's
+// extensions (a copy of the map: c may share it); update the record with
+// the field path "extensions."+key.
+func SetExtension(c *Container, key, typeURL string, v any) error {
 	b, err := json.Marshal(v)
 	if err != nil {
 		return fmt.Errorf("encoding the %s of container %q: %w", key, c.ID, err)
