@@ -19,7 +19,7 @@ import (
 	"github.com/berth-engine/berth/snapshotter/snapshots"
 )
 
-// taskGoneTimeout bounds the wait for a task another caller is deleting.
+// taskGoneTimeout bounds the wait for a task whose process is being reaped.
 const taskGoneTimeout = 15 * time.Second
 
 // Deps are the services a removal uses, scoped to the namespace of the
@@ -65,25 +65,29 @@ func Remove(ctx context.Context, d Deps, c containers.Container) error {
 func Dir(root, id string) string { return filepath.Join(root, "containers", id) }
 
 // DeleteTask deletes the container's stopped task. A task that is already
-// gone is fine; one that another caller is deleting is waited for.
+// gone is fine (the tasks service waits for a delete in progress); one
+// whose process is still being reaped is waited for, once; a running or
+// paused one is an error: stop it first.
 func DeleteTask(ctx context.Context, ts tasks.Service, id string) error {
-	deadline := time.Now().Add(taskGoneTimeout)
-	for {
+	for retried := false; ; retried = true {
 		_, err := ts.Delete(ctx, &tasksv1.DeleteTaskRequest{ContainerId: id})
 		switch {
 		case err == nil, errdefs.IsNotFound(err):
 			return nil
-		case !errdefs.IsFailedPrecondition(err) || time.Now().After(deadline):
+		case !errdefs.IsFailedPrecondition(err) || retried:
 			return fmt.Errorf("deleting the task: %w", err)
 		}
-		// Being deleted by someone else, or not stopped yet.
-		if p, gerr := ts.Get(ctx, &tasksv1.GetRequest{ContainerId: id}); gerr == nil && p.GetProcess().GetStatus() == tasksv1.Status_STATUS_RUNNING {
-			return fmt.Errorf("deleting the task: %w", err)
+		if p, gerr := ts.Get(ctx, &tasksv1.GetRequest{ContainerId: id}); gerr == nil {
+			switch p.GetProcess().GetStatus() {
+			case tasksv1.Status_STATUS_RUNNING, tasksv1.Status_STATUS_PAUSED:
+				return fmt.Errorf("deleting the task: %w", err)
+			}
 		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(50 * time.Millisecond):
+		wctx, cancel := context.WithTimeout(ctx, taskGoneTimeout)
+		_, werr := ts.Wait(wctx, &tasksv1.WaitRequest{ContainerId: id})
+		cancel()
+		if werr != nil && !errdefs.IsNotFound(werr) {
+			return fmt.Errorf("deleting the task: waiting for it to stop: %w", werr)
 		}
 	}
 }
