@@ -229,12 +229,13 @@ func (c *CLI) followLog(ctx context.Context, cl *client.Client, id, path string,
 		}
 		return err
 	}
+	// Whether the container runs is asked at the start and after each task
+	// event, not at each write to the log.
+	running, err := taskRunning(ctx, cl, id)
+	if err != nil {
+		return err
+	}
 	for {
-		p, err := taskOf(ctx, cl, id)
-		if err != nil {
-			return err
-		}
-		running := isRunning(p)
 		for {
 			if f == nil {
 				nf, err := os.Open(path)
@@ -269,8 +270,17 @@ func (c *CLI) followLog(ctx context.Context, cl *client.Client, id, path string,
 		case err := <-w.Errors:
 			return fmt.Errorf("following the log of container %s: %w", id, err)
 		case <-changed:
+			if running, err = taskRunning(ctx, cl, id); err != nil {
+				return err
+			}
 		}
 	}
+}
+
+// taskRunning says whether the container's task runs.
+func taskRunning(ctx context.Context, cl *client.Client, id string) (bool, error) {
+	p, err := taskOf(ctx, cl, id)
+	return isRunning(p), err
 }
 
 // rotated says whether path names a file other than f now.
