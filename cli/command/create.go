@@ -191,7 +191,7 @@ func (c *CLI) createContainer(ctx context.Context, cl *client.Client, o createOp
 	if runOpts.Hostname == "" {
 		runOpts.Hostname = id[:12]
 	}
-	runOpts.CgroupsPath = cgroupsPath(id)
+	runOpts.CgroupsPath = ocispec.CgroupsPath(id)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return containers.Container{}, fmt.Errorf("creating the folder of the container: %w", err)
 	}

@@ -17,13 +17,6 @@ const (
 	hostConfigTypeURL   = "types.berth.dev/berth/cli/HostConfig"
 )
 
-// cgroupParent is the cgroup under which every container's cgroup is made,
-// as /berth/<id> for the cgroupfs driver (v1 and v2; the runtime creates
-// it). A systemd cgroup driver is not supported yet.
-const cgroupParent = "/berth"
-
-func cgroupsPath(id string) string { return cgroupParent + "/" + id }
-
 // hostConfigExt is the JSON in hostConfigExtension.
 type hostConfigExt struct {
 	Privileged  bool              `json:"privileged,omitempty"`

@@ -28,6 +28,7 @@ import (
 	nsstore "github.com/berth-engine/berth/services/namespaces"
 	"github.com/berth-engine/berth/services/removal"
 	"github.com/berth-engine/berth/services/tasks"
+	"github.com/berth-engine/berth/services/tasks/ocispec"
 	"github.com/berth-engine/berth/snapshotter/snapshots"
 )
 
@@ -643,8 +644,8 @@ func (s *Supervisor) removeOrphanCgroups(known map[string]bool) {
 	if s.cfg.CgroupRoot == "" {
 		return
 	}
-	dirs, _ := filepath.Glob(filepath.Join(s.cfg.CgroupRoot, "*", "berth", "*"))
-	more, _ := filepath.Glob(filepath.Join(s.cfg.CgroupRoot, "berth", "*")) // cgroup v2
+	dirs, _ := filepath.Glob(filepath.Join(s.cfg.CgroupRoot, "*", ocispec.CgroupParent, "*"))
+	more, _ := filepath.Glob(filepath.Join(s.cfg.CgroupRoot, ocispec.CgroupParent, "*")) // cgroup v2
 	for _, d := range append(dirs, more...) {
 		id := filepath.Base(d)
 		if containers.ValidateID(id) != nil || known[id] {

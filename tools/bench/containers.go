@@ -105,7 +105,7 @@ func runcBundle(ctx context.Context, archive, dir string, args ...string) error 
 		HostsPath:      filepath.Join(dir, "hosts"),
 		HostnamePath:   filepath.Join(dir, "hostname"),
 		ResolvConfPath: filepath.Join(dir, "resolv.conf"),
-		CgroupsPath:    "/berth/" + filepath.Base(dir),
+		CgroupsPath:    ocispec.CgroupsPath(filepath.Base(dir)),
 	}
 	for _, f := range []string{opts.HostsPath, opts.HostnamePath, opts.ResolvConfPath} {
 		if err := os.WriteFile(f, []byte("\n"), 0o644); err != nil {

@@ -101,6 +101,14 @@ func WithCgroupNamespace(s *specs.Spec) error {
 	return WithNamespace(specs.CgroupNamespace, "")(s)
 }
 
+// CgroupParent is the cgroup under which every container's cgroup is made,
+// as /berth/<id> for the cgroupfs driver (v1 and v2; the runtime creates
+// it). A systemd cgroup driver is not supported yet.
+const CgroupParent = "berth"
+
+// CgroupsPath is the cgroupsPath of container id.
+func CgroupsPath(id string) string { return "/" + CgroupParent + "/" + id }
+
 // WithCgroupsPath sets the cgroup the runtime puts the container in.
 func WithCgroupsPath(p string) SpecOpt {
 	return func(s *specs.Spec) error {
